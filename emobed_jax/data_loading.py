@@ -1,0 +1,246 @@
+"""Reads a tfds split into memory as per-example arrays, ready for batching.
+
+The TF-free path: `builder.download_and_prepare()` (array_record) then `builder.as_data_source()`.
+This module also applies the train-split feature normalisation, the label-delay compensation
+and the non-finite-feature policy, so every split gets identical treatment.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+REGRESSION_NAMES = ("arousal", "valence")
+
+
+@dataclasses.dataclass
+class SplitData:
+    """One split, in memory.
+
+    Attributes:
+      names: example ids.
+      features: modality -> list of `[T_m, D_m]` float32 arrays (normalised when loaded so).
+      valid: modality -> list of `[T_m]` bool arrays (False: frame carries no information).
+      regression: list of `[T, 2]` (frame level) or `[2]` (utterance level) arousal/valence.
+      categories: list of int category ids, or None when the dataset has none.
+      extra: other scalar fields (e.g. `video`, `row_index`), name -> list.
+      nonfinite_frames: modality -> number of frames masked for NaN/Inf features.
+    """
+
+    names: list
+    features: dict
+    valid: dict
+    regression: list
+    categories: list | None
+    extra: dict
+    nonfinite_frames: dict
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+@dataclasses.dataclass
+class DatasetInfo:
+    """What the pipeline and the model need to know about a dataset."""
+
+    name: str
+    level: str  # 'frame' or 'utterance'
+    modalities: tuple
+    feature_dims: dict
+    class_names: tuple | None
+    splits: tuple
+    metadata: dict
+
+
+def _decode(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return value
+
+
+def get_builder(config):
+    """Returns the prepared tfds builder named by `config.data` (building it if needed).
+
+    Args:
+      config: experiment config; reads `data.name`, `data.config`, `data.data_dir`,
+        `data.manual_dir`.
+
+    Returns:
+      A `tfds.core.DatasetBuilder` whose files exist.
+    """
+    import emobed_jax.datasets  # noqa: F401  (registers the builders)
+
+    name = config.data.name
+    ours = _our_builders()
+    if name not in ours:
+        # tfds.list_builders() would query the community index over the network: use ours.
+        raise ValueError(f"config.data.name={name!r} is not a known dataset; expected one of {sorted(ours)}")
+    full_name = f"{name}/{config.data.config}" if config.data.config else name
+    try:
+        builder = tfds.builder(full_name, data_dir=config.data.data_dir)
+    except (ValueError, tfds.core.registered.DatasetNotFoundError) as e:
+        raise ValueError(f"config.data.config={config.data.config!r} for dataset {name!r}: {e}") from e
+    manual_dir = config.data.manual_dir
+    if manual_dir is not None and not os.path.isdir(manual_dir):
+        raise FileNotFoundError(
+            f"config.data.manual_dir={manual_dir!r} does not exist; expected the folder holding "
+            f"the {name} files (see README)")
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    builder.download_and_prepare(download_config=download_config, file_format="array_record")
+    return builder
+
+
+def _our_builders():
+    import importlib
+    import pkgutil
+
+    import emobed_jax.datasets as pkg
+
+    names = set()
+    for module in pkgutil.iter_modules(pkg.__path__):
+        mod = importlib.import_module(f"{pkg.__name__}.{module.name}")
+        for obj in vars(mod).values():
+            if isinstance(obj, type) and issubclass(obj, tfds.core.DatasetBuilder) and hasattr(obj, "name"):
+                names.add(obj.name)
+    return names
+
+
+def dataset_info(builder, config) -> DatasetInfo:
+    """Describes the dataset from its tfds features and metadata."""
+    feats = builder.info.features
+    metadata = dict(builder.info.metadata or {})
+    modalities = tuple(metadata.get("modalities") or ())
+    missing = [m for m in config.modalities if m not in feats]
+    if missing:
+        raise ValueError(
+            f"config.modalities names {missing}, which dataset {builder.name!r} does not have; "
+            f"expected a subset of {list(modalities) or sorted(feats.keys())}")
+    dims = {m: int(feats[m].shape[-1]) for m in config.modalities}
+    class_names = tuple(feats["category"].names) if "category" in feats else None
+    if config.task == "category":
+        if class_names is None:
+            raise ValueError(f"config.task='category' but dataset {builder.name!r} has no 'category'")
+        level = "utterance"
+    else:
+        level = "frame" if len(feats["arousal"].shape) == 1 else "utterance"
+    return DatasetInfo(name=builder.name, level=level, modalities=tuple(config.modalities),
+                       feature_dims=dims, class_names=class_names,
+                       splits=tuple(builder.info.splits.keys()), metadata=metadata)
+
+
+def read_split(builder, split: str, modalities, nonfinite: str = "mask") -> SplitData:
+    """Reads every example of `split` into memory.
+
+    Args:
+      builder: a prepared builder.
+      split: split name.
+      modalities: modalities to read.
+      nonfinite: 'mask' (NaN/Inf frames become invalid and zero, counted) or 'raise'.
+
+    Returns:
+      The split's `SplitData`.
+    """
+    source = builder.as_data_source(split=split)
+    feats = builder.info.features
+    has_category = "category" in feats
+    extra_keys = [k for k in ("video", "utterance", "row_index") if k in feats]
+    data = SplitData(names=[], features={m: [] for m in modalities}, valid={m: [] for m in modalities},
+                     regression=[], categories=[] if has_category else None,
+                     extra={k: [] for k in extra_keys}, nonfinite_frames={m: 0 for m in modalities})
+    for i in range(len(source)):
+        ex = source[i]
+        name = _decode(ex["name"])
+        data.names.append(name)
+        for m in modalities:
+            x = np.asarray(ex[m], np.float32)
+            valid = np.asarray(ex[m + "_mask"], bool) if (m + "_mask") in ex else np.ones(len(x), bool)
+            finite = np.all(np.isfinite(x), axis=-1)
+            if not finite.all():
+                if nonfinite == "raise":
+                    bad = int(np.argmin(finite))
+                    raise ValueError(
+                        f"dataset {builder.name!r} split {split!r} example {name!r}: modality "
+                        f"{m!r} has non-finite values (first at frame {bad}); expected finite "
+                        f"features (set config.data.nonfinite='mask' to mask such frames)")
+                data.nonfinite_frames[m] += int((~finite).sum())
+                x = np.where(finite[:, None], x, 0.0).astype(np.float32)
+                valid = valid & finite
+            data.features[m].append(x)
+            data.valid[m].append(valid)
+        data.regression.append(np.stack([np.asarray(ex[k], np.float32) for k in REGRESSION_NAMES], -1))
+        if has_category:
+            data.categories.append(int(ex["category"]))
+        for k in extra_keys:
+            data.extra[k].append(_decode(ex[k]))
+    for m, count in data.nonfinite_frames.items():
+        if count:
+            logging.warning("%s/%s: masked %d frames of %r with NaN/Inf features",
+                            builder.name, split, count, m)
+    return data
+
+
+def feature_statistics(data: SplitData) -> dict:
+    """Per-modality mean and standard deviation over valid frames (float64 accumulation)."""
+    stats = {}
+    for m, seqs in data.features.items():
+        frames = [x[v] for x, v in zip(seqs, data.valid[m]) if len(x)]
+        if not frames or not sum(len(f) for f in frames):
+            raise ValueError(f"modality {m!r} has no valid frame in the training split")
+        allf = np.concatenate(frames).astype(np.float64)
+        std = allf.std(axis=0)
+        stats[m] = (allf.mean(axis=0).astype(np.float32),
+                    np.where(std > 1e-8, std, 1.0).astype(np.float32))
+    return stats
+
+
+def normalize(data: SplitData, stats: dict) -> None:
+    """Standardises features in place with train statistics; invalid frames become 0."""
+    for m, seqs in data.features.items():
+        mean, std = stats[m]
+        for i, x in enumerate(seqs):
+            seqs[i] = np.where(data.valid[m][i][:, None], (x - mean) / std, 0.0).astype(np.float32)
+
+
+def delay_frames(config) -> np.ndarray:
+    """Label delays in frames per regression dimension, from `config.data.label_delay_s`."""
+    delays = [float(config.data.label_delay_s.get(k, 0.0)) for k in REGRESSION_NAMES]
+    if any(d < 0 for d in delays):
+        raise ValueError(f"config.data.label_delay_s={delays}: expected delays >= 0")
+    return np.round(np.asarray(delays) * config.data.frame_rate_hz).astype(int)
+
+
+def shift_labels(labels: np.ndarray, delays: np.ndarray):
+    """Delay compensation: features at frame t are trained on the label at t + delay.
+
+    Args:
+      labels: `[T, K]` labels.
+      delays: `[K]` delays in frames.
+
+    Returns:
+      (targets `[T, K]`, valid `[T]` bool): frames whose shifted label falls past the end are
+      invalid for every dimension (so one mask serves all dimensions).
+    """
+    num = len(labels)
+    out = np.zeros_like(labels)
+    for k, d in enumerate(delays):
+        out[: max(num - d, 0), k] = labels[d:, k]
+    valid = np.arange(num) < num - int(np.max(delays, initial=0))
+    return out, valid
+
+
+def unshift_predictions(predictions: np.ndarray, delays: np.ndarray) -> np.ndarray:
+    """Maps predictions made at frame t for label t + d back onto the label time line.
+
+    The first d label frames have no prediction and take the first one (edge padding), so
+    every label frame is scored, as the challenge evaluation does.
+    """
+    num = len(predictions)
+    out = np.empty_like(predictions)
+    for k, d in enumerate(delays):
+        d = min(int(d), num)
+        out[d:, k] = predictions[: num - d, k]
+        out[:d, k] = predictions[0, k] if num else 0.0
+    return out

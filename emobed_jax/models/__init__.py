@@ -1,0 +1,1 @@
+"""Flax models: per-modality encoders, projectors and the shared recognition head."""

@@ -1,0 +1,184 @@
+"""The training objective: task losses per modality plus the crossmodal alignment term.
+
+`method` decides which terms enter the total (README, "The four methods"):
+  monomodal   task(target)
+  joint       task(target) + w_aux * sum_aux task(aux)          (shared head on every modality)
+  crossmodal  task(target) + w_align * align(target, aux)
+  emobed      task(target) + w_aux * sum_aux task(aux) + w_align * align(target, aux)
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from emobed_jax.losses import crossmodal, mining, task as task_losses
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """Static settings of the objective (hashable, so it can close over a jitted step).
+
+    Attributes:
+      method, target, modalities, task, level: from the config and dataset.
+      regression: 'ccc', 'sequence_ccc' or 'mse'.
+      class_weights: tuple of per-class weights, or None.
+      label_smoothing, w_aux, w_align, align, margin, mining, direction, positives,
+      pos_threshold, neg_threshold, temperature, align_frames: `config.loss` fields.
+      bin_edges: tuple of per-dimension bin edges (positives='bins').
+    """
+
+    method: str
+    target: str
+    modalities: tuple
+    task: str
+    level: str
+    regression: str = "ccc"
+    class_weights: tuple | None = None
+    label_smoothing: float = 0.0
+    w_aux: float = 1.0
+    w_align: float = 0.5
+    align: str = "triplet"
+    margin: float = 0.2
+    mining: str = "batch_hard"
+    direction: str = "both"
+    positives: str = "bins"
+    pos_threshold: float = 0.1
+    neg_threshold: float = 0.3
+    temperature: float = 0.1
+    align_frames: int = 256
+    bin_edges: tuple | None = None
+
+    @property
+    def uses_aux_task(self) -> bool:
+        return self.method in ("joint", "emobed")
+
+    @property
+    def uses_align(self) -> bool:
+        return self.method in ("crossmodal", "emobed")
+
+
+def objective_from_config(config, level: str, class_counts=None, train_targets=None) -> Objective:
+    """Builds the `Objective` for a config.
+
+    Args:
+      config: experiment config.
+      level: 'frame' or 'utterance'.
+      class_counts: training class counts (for class weights; task='category').
+      train_targets: `[N, 2]` training arousal/valence values (for quantile bins).
+
+    Returns:
+      The objective.
+    """
+    loss = config.loss
+    weights = None
+    if config.task == "category" and class_counts is not None and loss.class_weights != "none":
+        weights = tuple(float(w) for w in task_losses.class_weights_from_counts(
+            np.asarray(class_counts), mode=loss.class_weights))
+    edges = None
+    if config.task != "category" and loss.positives == "bins" and train_targets is not None:
+        edges = tuple(tuple(float(v) for v in e) for e in
+                      np.atleast_2d(mining.quantile_edges(np.asarray(train_targets), loss.num_bins)))
+    modalities = ((config.target_modality,) if config.method == "monomodal"
+                  else tuple(config.modalities))
+    return Objective(
+        method=config.method, target=config.target_modality, modalities=modalities,
+        task=config.task, level=level, regression=loss.regression, class_weights=weights,
+        label_smoothing=loss.label_smoothing, w_aux=loss.w_aux, w_align=loss.w_align,
+        align=loss.align, margin=loss.margin, mining=loss.mining, direction=loss.direction,
+        positives=loss.positives, pos_threshold=loss.pos_threshold,
+        neg_threshold=loss.neg_threshold, temperature=loss.temperature,
+        align_frames=loss.align_frames, bin_edges=edges)
+
+
+def task_loss(obj: Objective, outputs: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
+    """The task loss of one modality's head outputs."""
+    if obj.task == "category":
+        weights = None if obj.class_weights is None else jnp.asarray(obj.class_weights)
+        return task_losses.cross_entropy_loss(outputs, targets, mask, class_weights=weights,
+                                              label_smoothing=obj.label_smoothing)
+    if obj.regression == "sequence_ccc" and outputs.ndim == 3:
+        return task_losses.sequence_ccc_loss(outputs, targets, mask)[0]
+    if obj.regression == "mse":
+        return task_losses.mse_loss(outputs, targets, mask)[0]
+    return task_losses.ccc_loss(outputs, targets, mask)[0]
+
+
+def _modality_mask(batch: dict, m: str, level: str) -> jax.Array:
+    """Where modality m carries information: frames (frame level) or examples (utterance level)."""
+    if level == "frame":
+        return batch["masks"][m]
+    return (batch["lengths"][m] > 0).astype(jnp.float32)
+
+
+def _pair_matrices(obj: Objective, labels: jax.Array):
+    if obj.task == "category" or obj.positives == "class":
+        labels = labels.astype(jnp.int32)
+        return (mining.positive_matrix_from_classes(labels, labels),
+                mining.negative_matrix_from_classes(labels, labels))
+    if obj.positives == "distance":
+        return mining.positive_matrix_from_distance(labels, labels, obj.pos_threshold,
+                                                    obj.neg_threshold)
+    bins = mining.quantile_bins(labels, np.asarray(obj.bin_edges))
+    return (mining.positive_matrix_from_classes(bins, bins),
+            mining.negative_matrix_from_classes(bins, bins))
+
+
+def alignment_loss(obj: Objective, embeddings: dict, batch: dict, rng: jax.Array):
+    """The crossmodal term on (subsampled) frames or utterances with their labels.
+
+    Returns:
+      (loss, metrics).
+    """
+    target_mask = batch["target_mask"] * _modality_mask(batch, obj.target, obj.level)
+    if obj.level == "frame":
+        idx, picked = mining.subsample_frames(rng, target_mask > 0, obj.align_frames)
+        emb = {m: mining.gather_frames(embeddings[m], idx) for m in obj.modalities}
+        masks = {m: picked & (mining.gather_frames(batch["masks"][m], idx) > 0)
+                 for m in obj.modalities}
+        labels = mining.gather_frames(batch["targets"], idx)
+    else:
+        emb = {m: embeddings[m] for m in obj.modalities}
+        masks = {m: (target_mask > 0) & (_modality_mask(batch, m, obj.level) > 0)
+                 for m in obj.modalities}
+        labels = batch["targets"]
+    pos, neg = _pair_matrices(obj, labels)
+    if obj.align == "supcon":
+        return crossmodal.crossmodal_supcon_loss(emb, masks, obj.target, pos, obj.direction,
+                                                 obj.temperature)
+    return crossmodal.crossmodal_triplet_loss(emb, masks, obj.target, pos, neg, obj.direction,
+                                              obj.margin, obj.mining)
+
+
+def total_loss(obj: Objective, embeddings: dict, outputs: dict, batch: dict, rng: jax.Array):
+    """Composes the terms `obj.method` asks for.
+
+    Args:
+      obj: the objective.
+      embeddings, outputs: the model's per-modality embeddings and head outputs.
+      batch: the (global) batch.
+      rng: key for frame subsampling.
+
+    Returns:
+      (loss, metrics) with `loss`, `task_<modality>` and `align` entries.
+    """
+    metrics = {}
+    total = task_loss(obj, outputs[obj.target], batch["targets"], batch["target_mask"])
+    metrics[f"task_{obj.target}"] = total
+    if obj.uses_aux_task:
+        for m in obj.modalities:
+            if m == obj.target:
+                continue
+            mask = batch["target_mask"] * _modality_mask(batch, m, obj.level)
+            aux = task_loss(obj, outputs[m], batch["targets"], mask)
+            metrics[f"task_{m}"] = aux
+            total = total + obj.w_aux * aux
+    if obj.uses_align:
+        align, align_metrics = alignment_loss(obj, embeddings, batch, rng)
+        metrics["align"] = align
+        metrics["align_active_terms"] = align_metrics["num_active_terms"]
+        total = total + obj.w_align * align
+    metrics["loss"] = total
+    return total, metrics
