@@ -1,0 +1,60 @@
+"""Test setup: two CPU devices (for data-parallel tests) and a shared tiny synthetic dataset."""
+import os
+
+# Must happen before jax is imported anywhere: two host devices for jit/pmap equivalence tests.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=2").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory):
+    """A tfds data_dir holding `synthetic_emotion/tiny`, built once per session."""
+    import tensorflow_datasets as tfds
+
+    import emobed_jax.datasets  # noqa: F401
+
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    tfds.builder("synthetic_emotion/tiny", data_dir=data_dir).download_and_prepare(
+        file_format="array_record")
+    return data_dir
+
+
+def make_tiny_config(data_dir, **overrides):
+    """configs/synthetic.py shrunk for tests: tiny data, small model, few steps."""
+    from configs import synthetic
+
+    config = synthetic.get_config()
+    config.data.config = "tiny"
+    config.data.data_dir = data_dir
+    config.data.window_frames = 50
+    config.data.window_hop_frames = 25
+    config.data.prefetch_threads = 1
+    config.batch_size = 8
+    config.eval_batch_size = 4
+    config.num_train_steps = 12
+    config.eval_every_steps = 6
+    config.checkpoint_every_steps = 6
+    config.log_every_steps = 3
+    config.model.hidden = 16
+    config.model.num_layers = 1
+    config.model.embedding_dim = 16
+    config.model.head_hidden = (16,)
+    config.model.dropout = 0.0
+    config.optimizer.warmup_steps = 2
+    config.loss.align_frames = 64
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    return config
+
+
+@pytest.fixture
+def tiny_config(synthetic_data_dir):
+    """Factory: `tiny_config(method='joint', **{'loss.margin': 0.1})`."""
+    return lambda **kw: make_tiny_config(synthetic_data_dir, **kw)
