@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "tensorboardX==2.6.5",
     "tqdm==4.70.1",
     "matplotlib==3.11.2",
+    "opensmile==2.6.0",
 ]
 
 setup(
