@@ -72,6 +72,15 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
+    def restore_arrays(self, step=None) -> dict:
+        """The raw saved tree `{step, params, opt_state, skipped}` as numpy (no target needed).
+
+        For inspection and comparison; optimiser states come back as plain containers.
+        """
+        step = self.latest_step() if step is None else step
+        return self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore()))["state"]
+
     def restore(self, state, step=None):
         """Restores into the structure (and shardings) of `state`.
 

@@ -1,0 +1,88 @@
+"""Training: the loss falls, an interrupted run resumes to identical parameters, NaN stops it."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from emobed_jax import checkpointing, experiment, train, train_step as ts
+
+
+def _losses(config, steps):
+    exp = experiment.build(config, devices=jax.devices()[:1])
+    init_rng, rng = experiment.init_rngs(config.seed)
+    state = exp.par.put_state(ts.create_state(exp.model, config, experiment.example_batch(exp), init_rng))
+    step_fn = exp.par.compile_train_step(lambda axis: ts.bind_train_step(exp.objective, axis_name=axis))
+    stream, _ = experiment.train_stream(exp, 0)
+    out = []
+    for _ in range(steps):
+        state, metrics = step_fn(state, exp.par.put_batch(next(stream)), rng)
+        out.append({k: float(v) for k, v in metrics.items()})
+    return out
+
+
+@pytest.mark.parametrize("method", ["monomodal", "emobed"])
+def test_loss_falls_on_a_small_problem(tiny_config, method):
+    config = tiny_config(method=method, **{"optimizer.learning_rate": 3e-3, "model.encoder": "conv"})
+    config.num_train_steps = 40
+    m = _losses(config, 40)
+    first = np.mean([x["loss"] for x in m[:5]])
+    last = np.mean([x["loss"] for x in m[-5:]])
+    assert last < first - 0.2, (first, last)
+    if method == "emobed":
+        assert {"task_audio", "task_video", "align"} <= set(m[0])
+        assert m[0]["align_active_terms"] == 2.0  # both directions, one auxiliary modality
+    else:
+        assert "align" not in m[0] and "task_video" not in m[0]
+
+
+def _params(workdir):
+    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints", "latest"))
+    step = ckpt.latest_step()
+    restored = ckpt.restore_arrays(step)
+    ckpt.close()
+    return step, restored["params"]
+
+
+def test_interrupted_run_resumes_to_identical_parameters(tiny_config, tmp_path, monkeypatch):
+    config = tiny_config(method="emobed")
+    full = str(tmp_path / "full")
+    results_full = train.train_and_evaluate(config, full, devices=jax.devices()[:1])
+
+    # Crash right after the step-6 checkpoint of the interrupted run is written.
+    original_save = checkpointing.Checkpointer.save
+
+    def crashing_save(self, state, meta):
+        original_save(self, state, meta)
+        if self.directory.endswith("latest") and int(jax.device_get(state.step)) == 6:
+            raise KeyboardInterrupt("simulated preemption")
+
+    interrupted = str(tmp_path / "interrupted")
+    monkeypatch.setattr(checkpointing.Checkpointer, "save", crashing_save)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(config, interrupted, devices=jax.devices()[:1])
+    assert _params(interrupted)[0] == 6
+    assert not os.path.exists(os.path.join(interrupted, "results.json"))
+    monkeypatch.setattr(checkpointing.Checkpointer, "save", original_save)
+    results_resumed = train.train_and_evaluate(config, interrupted, devices=jax.devices()[:1])
+
+    step_a, params_a = _params(full)
+    step_b, params_b = _params(interrupted)
+    assert step_a == step_b == config.num_train_steps
+    jax.tree_util.tree_map(np.testing.assert_array_equal, params_a, params_b)
+    assert results_resumed["metrics"] == results_full["metrics"]
+    with open(os.path.join(full, "results.json")) as f:
+        saved = json.load(f)
+    assert saved["step"] == 12 and saved["config"]["method"] == "emobed"
+    assert set(saved["metrics"]) == {"validation", "test"}
+    assert {"ccc_arousal", "ccc_valence"} <= set(saved["metrics"]["validation"])
+
+
+def test_nonfinite_loss_stops_with_step_and_term(tiny_config, tmp_path):
+    config = tiny_config(method="monomodal", **{"optimizer.learning_rate": 1e30,
+                                                "optimizer.grad_clip_norm": 0.0,
+                                                "loss.regression": "mse", "model.encoder": "conv"})
+    config.log_every_steps = 1
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step \d+: terms \["):
+        train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
