@@ -1,0 +1,73 @@
+"""experiments/main.py end to end: train -> results.json -> eval from the checkpoint -> same metrics."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_flags(data_dir, workdir, **extra):
+    """CLI flags equal to conftest.make_tiny_config (conv encoder for speed)."""
+    overrides = {
+        "data.config": "tiny", "data.data_dir": data_dir, "data.window_frames": 50,
+        "data.window_hop_frames": 25, "data.prefetch_threads": 1, "batch_size": 8,
+        "eval_batch_size": 4, "num_train_steps": 8, "eval_every_steps": 4,
+        "checkpoint_every_steps": 4, "log_every_steps": 2, "model.hidden": 16,
+        "model.num_layers": 1, "model.embedding_dim": 16, "model.head_hidden": "(16,)",
+        "model.encoder": "conv", "optimizer.warmup_steps": 2, "loss.align_frames": 64,
+    }
+    overrides.update(extra)
+    return ["--config=" + os.path.join(ROOT, "configs", "synthetic.py"), f"--workdir={workdir}"] + [
+        f"--config.{k}={v}" for k, v in overrides.items()]
+
+
+def run_main(args, expect_ok=True):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "main.py")] + args,
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    if expect_ok:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_train_then_eval_reproduces_metrics(synthetic_data_dir, tmp_path):
+    workdir = str(tmp_path / "run")
+    run_main(tiny_flags(synthetic_data_dir, workdir))
+    with open(os.path.join(workdir, "results.json")) as f:
+        results = json.load(f)
+    assert results["step"] == 8
+    assert results["config"]["method"] == "emobed"
+    val = results["metrics"]["validation"]
+    assert -1.0 <= val["ccc_arousal"] <= 1.0 and -1.0 <= val["ccc_valence"] <= 1.0
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", "best"))
+    assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+
+    proc = run_main(tiny_flags(synthetic_data_dir, workdir) + ["--mode=eval"])
+    assert "validation:" in proc.stdout
+    for split in ("validation", "test"):
+        with open(os.path.join(workdir, f"eval_{split}.json")) as f:
+            ev = json.load(f)
+        for key in ("ccc_arousal", "ccc_valence", "ccc_arousal_per_recording"):
+            assert ev[key] == pytest.approx(results["metrics"][split][key], abs=1e-9), key
+        with open(os.path.join(workdir, f"predictions_{split}.csv")) as f:
+            rows = list(csv.DictReader(f))
+        assert list(rows[0]) == ["recording", "frameTime", "arousal", "valence", "arousal_gold",
+                                 "valence_gold"]
+        assert rows[0]["frameTime"] == "0.00" and rows[1]["frameTime"] == "0.04"
+        assert len({r["recording"] for r in rows}) == 4  # tiny: 4 recordings per eval split
+
+
+def test_unknown_config_key_is_rejected(synthetic_data_dir, tmp_path):
+    proc = run_main(tiny_flags(synthetic_data_dir, str(tmp_path)) + ["--config.no_such_key=1"],
+                    expect_ok=False)
+    assert proc.returncode != 0
+    assert "no_such_key" in proc.stderr
+
+
+def test_invalid_value_lists_valid_ones(synthetic_data_dir, tmp_path):
+    proc = run_main(tiny_flags(synthetic_data_dir, str(tmp_path), method="foo"), expect_ok=False)
+    assert proc.returncode != 0
+    assert "config.method='foo' is not valid; expected one of" in proc.stderr
