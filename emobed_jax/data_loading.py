@@ -26,7 +26,7 @@ class SplitData:
       valid: modality -> list of `[T_m]` bool arrays (False: frame carries no information).
       regression: list of `[T, 2]` (frame level) or `[2]` (utterance level) arousal/valence.
       categories: list of int category ids, or None when the dataset has none.
-      extra: other scalar fields (e.g. `video`, `row_index`), name -> list.
+      extra: other scalar fields (`video_id`, `utterance`, `row_index`, `speaker`), name -> list.
       nonfinite_frames: modality -> number of frames masked for NaN/Inf features.
     """
 
@@ -146,7 +146,7 @@ def read_split(builder, split: str, modalities, nonfinite: str = "mask") -> Spli
     source = builder.as_data_source(split=split)
     feats = builder.info.features
     has_category = "category" in feats
-    extra_keys = [k for k in ("video", "utterance", "row_index") if k in feats]
+    extra_keys = [k for k in ("video_id", "utterance", "row_index", "speaker") if k in feats]
     data = SplitData(names=[], features={m: [] for m in modalities}, valid={m: [] for m in modalities},
                      regression=[], categories=[] if has_category else None,
                      extra={k: [] for k in extra_keys}, nonfinite_frames={m: 0 for m in modalities})

@@ -53,7 +53,7 @@ def score(examples: batching.Examples, outputs: list, task: str, delays: np.ndar
 
     Frame level: CCC etc. over the concatenated recordings (the AVEC headline) plus the mean of
     per-recording CCCs (`ccc_<dim>_per_recording`). Utterance level: over all utterances, plus
-    per-group CCC when `group_key` (e.g. 'video') is given. Category: accuracy, UAR, macro-F1.
+    per-group CCC when `group_key` (e.g. 'video_id' -> `ccc_<dim>_per_video`) is given. Category: accuracy, UAR, macro-F1.
     """
     have = [i for i, o in enumerate(outputs) if o is not None]
     result = {"num_examples": len(have), "num_missing_modality": len(outputs) - len(have)}
@@ -78,8 +78,8 @@ def score(examples: batching.Examples, outputs: list, task: str, delays: np.ndar
     groups = None
     if group_key and group_key in data.extra:
         groups = np.asarray([data.extra[group_key][i] for i in have])
-    result.update(metrics.regression_metrics(preds, gold, groups=groups,
-                                             group_suffix=f"per_{group_key}" if groups is not None else "per_group"))
+    suffix = "per_" + group_key.replace("_id", "") if group_key else "per_group"
+    result.update(metrics.regression_metrics(preds, gold, groups=groups, group_suffix=suffix))
     return result
 
 

@@ -71,7 +71,7 @@ def evaluate_split(exp: experiment.Experiment, params, predict_fn, split: str):
     outputs, embeddings = evaluation.predict(predict_fn, params, examples, exp.config.eval_batch_size,
                                              exp.config.task, exp.config.target_modality, put,
                                              exp.par.to_host)
-    group_key = "video" if "video" in examples.data.extra else None
+    group_key = "video_id" if "video_id" in examples.data.extra else None
     result = evaluation.score(examples, outputs, exp.config.task, exp.delays,
                               exp.info.class_names, group_key)
     return result, outputs, embeddings

@@ -1,0 +1,119 @@
+"""The input pipeline: delay compensation, windows, determinism, normalisation, monomodal eval."""
+import types
+
+import jax
+import numpy as np
+import pytest
+
+from emobed_jax import batching, data_loading, experiment, train_step as ts
+
+
+def test_shift_labels_on_a_hand_made_shift():
+    labels = np.stack([np.arange(10.0), 100 + np.arange(10.0)], axis=-1)
+    targets, valid = data_loading.shift_labels(labels, np.array([2, 0]))
+    np.testing.assert_array_equal(targets[:8, 0], np.arange(2.0, 10.0))
+    np.testing.assert_array_equal(targets[:8, 1], 100 + np.arange(8.0))
+    np.testing.assert_array_equal(valid, [True] * 8 + [False] * 2)
+    # Predictions made at frame t for label t + d land back on label frame t + d.
+    back = data_loading.unshift_predictions(targets, np.array([2, 0]))
+    np.testing.assert_array_equal(back[2:10, 0], np.arange(2.0, 10.0))
+    np.testing.assert_array_equal(back[:2, 0], [2.0, 2.0])  # edge-padded, still scored
+
+
+def test_delay_frames_from_seconds(tiny_config):
+    config = tiny_config()
+    config.data.label_delay_s.arousal = 2.0
+    config.data.label_delay_s.valence = 0.4
+    np.testing.assert_array_equal(data_loading.delay_frames(config), [50, 10])
+    config.data.label_delay_s.valence = -1.0
+    with pytest.raises(ValueError, match="expected delays >= 0"):
+        data_loading.delay_frames(config)
+
+
+def _examples(lengths):
+    data = data_loading.SplitData(
+        names=[f"r{i}" for i in range(len(lengths))],
+        features={"audio": [np.zeros((n, 2), np.float32) for n in lengths]},
+        valid={"audio": [np.ones(n, bool) for n in lengths]},
+        regression=[np.zeros((n, 2), np.float32) for n in lengths], categories=None, extra={},
+        nonfinite_frames={"audio": 0})
+    return batching.prepare_examples(data, "frame", "arousal_valence", ("audio",), np.array([0, 0]))
+
+
+def test_window_specs_cover_every_frame():
+    ex = _examples([10, 4, 7])
+    specs = batching.window_specs(ex, [0, 1, 2], window=4, hop=3)
+    assert specs.tolist() == [[0, 0], [0, 3], [0, 6], [1, 0], [2, 0], [2, 3]]
+
+
+def test_training_stream_is_a_pure_function_of_seed_and_step(tiny_config):
+    exp = experiment.build(tiny_config(), devices=jax.devices()[:1])
+    a, n = experiment.train_stream(exp, 0)
+    b, _ = experiment.train_stream(exp, 0)
+    batches = [next(a) for _ in range(5)]
+    for x in batches:
+        jax.tree_util.tree_map(np.testing.assert_array_equal, x, next(b))
+    resumed, _ = experiment.train_stream(exp, 3)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, batches[3], next(resumed))
+    assert not np.array_equal(batches[0]["features"]["audio"], batches[1]["features"]["audio"])
+    other = tiny_config()
+    other.seed = 1
+    c, _ = experiment.train_stream(experiment.build(other, devices=jax.devices()[:1]), 0)
+    assert not np.array_equal(batches[0]["features"]["audio"], next(c)["features"]["audio"])
+    b0 = batches[0]
+    assert b0["features"]["audio"].shape == (8, 50, 40) and b0["targets"].shape == (8, 50, 2)
+    assert b0["masks"]["video"].shape == (8, 50) and b0["lengths"]["audio"].tolist() == [50] * 8
+
+
+def test_features_are_normalised_with_training_statistics(tiny_config):
+    exp = experiment.build(tiny_config(), devices=jax.devices()[:1])
+    train = exp.splits["train"].data
+    frames = np.concatenate([x[v] for x, v in zip(train.features["video"], train.valid["video"])])
+    np.testing.assert_allclose(frames.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(frames.std(0), 1.0, atol=1e-3)
+    invalid = np.concatenate([x[~v] for x, v in zip(train.features["video"], train.valid["video"])])
+    assert np.all(invalid == 0.0)
+
+
+def test_evaluation_batches_carry_only_the_target_modality(tiny_config):
+    exp = experiment.build(tiny_config(method="emobed"), devices=jax.devices()[:1])
+    batches = list(batching.eval_batches(exp.splits["validation"], 4, "arousal_valence",
+                                         modalities=("audio",)))
+    assert all(set(b["features"]) == {"audio"} for b in batches)
+    assert batches[0]["index"].tolist() == [0, 1, 2, 3]
+    init_rng, _ = experiment.init_rngs(0)
+    state = ts.create_state(exp.model, exp.config, experiment.example_batch(exp), init_rng)
+    assert set(state.params) >= {"encoder_video", "projector_video"}  # trained with both ...
+    emb, out = ts.predict_step(state.params, batches[0], apply_fn=state.apply_fn,
+                               modalities=("audio",))  # ... evaluated with audio alone
+    assert set(out) == {"audio"} and out["audio"].shape[:2] == batches[0]["features"]["audio"].shape[:2]
+
+
+class _FakeSource:
+    def __init__(self, examples):
+        self.examples = examples
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        return self.examples[i]
+
+
+def _fake_builder(video):
+    ex = {"name": b"r0", "audio": np.ones((3, 2), np.float32), "video": video,
+          "arousal": np.zeros(3, np.float32), "valence": np.zeros(3, np.float32)}
+    features = {"name": None, "audio": None, "video": None, "arousal": None, "valence": None}
+    return types.SimpleNamespace(name="fake", info=types.SimpleNamespace(features=features),
+                                 as_data_source=lambda split: _FakeSource([ex]))
+
+
+def test_nonfinite_features_are_masked_and_counted_or_raise():
+    video = np.array([[1.0, 2.0], [np.nan, 0.0], [np.inf, 1.0]], np.float32)
+    data = data_loading.read_split(_fake_builder(video), "train", ("audio", "video"), "mask")
+    assert data.nonfinite_frames == {"audio": 0, "video": 2}
+    assert data.valid["video"][0].tolist() == [True, False, False]
+    assert np.all(np.isfinite(data.features["video"][0]))
+    with pytest.raises(ValueError, match=r"example 'r0': modality 'video' has non-finite values "
+                                         r"\(first at frame 1\)"):
+        data_loading.read_split(_fake_builder(video), "train", ("audio", "video"), "raise")
