@@ -51,7 +51,7 @@ def prepare_examples(data: data_loading.SplitData, level: str, task: str, modali
                     modalities=tuple(modalities))
 
 
-def keep_examples(examples: Examples, target: str, missing_auxiliary: str, drop_all_missing=True):
+def keep_examples(examples: Examples, target: str, missing_auxiliary: str):
     """Indices of examples usable for training: the target modality must have frames.
 
     With `missing_auxiliary='drop'`, examples lacking any auxiliary modality are dropped too;

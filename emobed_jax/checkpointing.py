@@ -51,8 +51,12 @@ class Checkpointer:
     def __init__(self, directory: str, max_to_keep: int = 1):
         self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=("state", "meta"))
+        # Explicit handlers (not just item names) so item_metadata() can describe a checkpoint
+        # before anything is restored (restore_arrays needs the saved shapes).
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler()})
 
     def latest_step(self):
         """The newest saved step, or None."""
@@ -75,11 +79,17 @@ class Checkpointer:
     def restore_arrays(self, step=None) -> dict:
         """The raw saved tree `{step, params, opt_state, skipped}` as numpy (no target needed).
 
-        For inspection and comparison; optimiser states come back as plain containers.
+        For inspection and comparison; optimiser states come back as plain containers. Works in
+        any topology: the arrays are read onto this process's first device, whatever devices or
+        processes wrote them (orbax would otherwise insist on the saving topology).
         """
         step = self.latest_step() if step is None else step
-        return self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore()))["state"]
+        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract = jax.tree_util.tree_map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local),
+            self.manager.item_metadata(step)["state"])
+        return jax.device_get(self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract)))["state"])
 
     def restore(self, state, step=None):
         """Restores into the structure (and shardings) of `state`.

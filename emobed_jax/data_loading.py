@@ -73,24 +73,50 @@ def get_builder(config):
     """
     import emobed_jax.datasets  # noqa: F401  (registers the builders)
 
+    import jax
+    from jax.experimental import multihost_utils
+
     name = config.data.name
     ours = _our_builders()
     if name not in ours:
         # tfds.list_builders() would query the community index over the network: use ours.
         raise ValueError(f"config.data.name={name!r} is not a known dataset; expected one of {sorted(ours)}")
     full_name = f"{name}/{config.data.config}" if config.data.config else name
+    # Several processes: process 0 prepares first and the others open the builder afterwards (on
+    # a shared data_dir they reuse its files; two writers would race on the final rename).
+    first = jax.process_index() == 0
+    if not first:
+        multihost_utils.sync_global_devices(f"prepare {full_name}")
     try:
-        builder = tfds.builder(full_name, data_dir=config.data.data_dir)
-    except (ValueError, tfds.core.registered.DatasetNotFoundError) as e:
-        raise ValueError(f"config.data.config={config.data.config!r} for dataset {name!r}: {e}") from e
-    manual_dir = config.data.manual_dir
-    if manual_dir is not None and not os.path.isdir(manual_dir):
-        raise FileNotFoundError(
-            f"config.data.manual_dir={manual_dir!r} does not exist; expected the folder holding "
-            f"the {name} files (see README)")
-    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-    builder.download_and_prepare(download_config=download_config, file_format="array_record")
+        try:
+            builder = tfds.builder(full_name, data_dir=config.data.data_dir)
+        except (ValueError, tfds.core.registered.DatasetNotFoundError) as e:
+            raise ValueError(f"config.data.config={config.data.config!r} for dataset {name!r}: {e}") from e
+        manual_dir = config.data.manual_dir
+        if manual_dir is not None and not os.path.isdir(manual_dir):
+            raise FileNotFoundError(
+                f"config.data.manual_dir={manual_dir!r} does not exist; expected the folder holding "
+                f"the {name} files (see README)")
+        download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+        builder.download_and_prepare(download_config=download_config, file_format="array_record")
+    finally:
+        if first and jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"prepare {full_name}")
+    _check_left_out(builder, config)
     return builder
+
+
+def _check_left_out(builder, config) -> None:
+    """Names the files behind a modality the builder left out (RECOLA: an incomplete folder)."""
+    left_out = dict((builder.info.metadata or {}).get("left_out") or {})
+    missing = [m for m in config.modalities if m not in builder.info.features]
+    if missing and left_out:
+        reasons = "; ".join(f"{path}: {why}" for path, why in sorted(left_out.items()))
+        raise FileNotFoundError(
+            f"config.modalities names {missing}, which dataset {builder.name!r} in "
+            f"{builder.data_dir} was built without, because its files were incomplete ({reasons}). "
+            f"Complete config.data.manual_dir, delete {builder.data_dir} (a prepared dataset is "
+            f"reused as is) and run again")
 
 
 def _our_builders():

@@ -23,6 +23,7 @@ CLASS_WEIGHTS = ("inverse", "sqrt_inverse", "none")
 NONFINITE = ("mask", "raise")
 MISSING_AUX = ("drop", "mask")
 ACTIVATIONS = ("tanh", "relu", "linear")
+BIAS_SCALE = ("none", "center_scale", "center", "scale")
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -77,6 +78,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.projector_activation = "tanh"
     c.model.head_hidden = (32,)
     c.model.head_dropout = 0.0
+
+    # AVEC-style post-processing of frame-level predictions at evaluation (off by default).
+    c.postprocess = ml_collections.ConfigDict()
+    c.postprocess.median_window_frames = 0
+    c.postprocess.bias_scale = "none"
 
     c.loss = ml_collections.ConfigDict()
     c.loss.regression = "ccc"
@@ -144,6 +150,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
     _check(config.loss.positives, POSITIVES, "loss.positives")
     _check(config.loss.class_weights, CLASS_WEIGHTS, "loss.class_weights")
     _check(config.data.nonfinite, NONFINITE, "data.nonfinite")
+    _check(config.postprocess.bias_scale, BIAS_SCALE, "postprocess.bias_scale")
     _check(config.data.missing_auxiliary, MISSING_AUX, "data.missing_auxiliary")
     modalities = tuple(config.modalities)
     if not modalities or len(set(modalities)) != len(modalities):

@@ -47,9 +47,42 @@ def predict(predict_fn, params, examples: batching.Examples, batch_size: int, ta
     return outputs, embeddings
 
 
-def score(examples: batching.Examples, outputs: list, task: str, delays: np.ndarray,
-          class_names=None, group_key: str | None = None) -> dict:
+def to_label_time(examples: batching.Examples, outputs: list, delays: np.ndarray) -> list:
+    """Frame level: maps each recording's outputs onto the label time line (undoing the delay)."""
+    if examples.level != "frame":
+        return outputs
+    return [None if o is None else data_loading.unshift_predictions(o, delays) for o in outputs]
+
+
+def postprocess(predictions: list, train_predictions: list, train_gold: list, cfg) -> list:
+    """AVEC-style post-processing of label-time frame predictions (`config.postprocess`).
+
+    Median smoothing per recording, then the bias/scale correction fitted on the (equally
+    smoothed) training predictions against the training gold standard.
+    """
+    from emobed_jax import postprocess as pp
+
+    def smooth(preds):
+        if cfg.median_window_frames > 1:
+            return [None if p is None else pp.median_smooth(p, cfg.median_window_frames) for p in preds]
+        return preds
+
+    predictions = smooth(predictions)
+    if cfg.bias_scale == "none":
+        return predictions
+    train = [(p, g[: len(p)]) for p, g in zip(smooth(train_predictions), train_gold) if p is not None]
+    params = pp.fit_bias_scale([p for p, _ in train], [g for _, g in train])
+    center = cfg.bias_scale in ("center_scale", "center")
+    scale = cfg.bias_scale in ("center_scale", "scale")
+    return [None if p is None else pp.apply_bias_scale(p, params, center=center, scale=scale)
+            for p in predictions]
+
+
+def score(examples: batching.Examples, outputs: list, task: str, class_names=None,
+          group_key: str | None = None) -> dict:
     """Metrics of a split's predictions (examples without a prediction are excluded, counted).
+
+    `outputs` are label-time predictions (`to_label_time`), optionally post-processed.
 
     Frame level: CCC etc. over the concatenated recordings (the AVEC headline) plus the mean of
     per-recording CCCs (`ccc_<dim>_per_recording`). Utterance level: over all utterances, plus
@@ -66,7 +99,7 @@ def score(examples: batching.Examples, outputs: list, task: str, delays: np.ndar
         result.update(metrics.classification_metrics(labels, logits, len(class_names)))
         return result
     if examples.level == "frame":
-        preds = [data_loading.unshift_predictions(outputs[i], delays) for i in have]
+        preds = [outputs[i] for i in have]
         gold = [data.regression[i][: len(p)] for i, p in zip(have, preds)]
         groups = np.concatenate([np.full(len(p), k) for k, p in enumerate(preds)])
         result.update(metrics.regression_metrics(
@@ -84,7 +117,7 @@ def score(examples: batching.Examples, outputs: list, task: str, delays: np.ndar
 
 
 def write_predictions(path: str, examples: batching.Examples, outputs: list, task: str,
-                      delays: np.ndarray, frame_rate_hz: float, class_names=None) -> None:
+                      frame_rate_hz: float, class_names=None) -> None:
     """Writes `predictions_<split>.csv` atomically (a temp file renamed into place).
 
     Frame level: one row per frame `recording,frameTime,arousal,valence,arousal_gold,valence_gold`.
@@ -109,7 +142,7 @@ def write_predictions(path: str, examples: batching.Examples, outputs: list, tas
             for i, out in enumerate(outputs):
                 if out is None:
                     continue
-                pred = data_loading.unshift_predictions(out, delays)
+                pred = out
                 gold = data.regression[i]
                 for t in range(len(pred)):
                     w.writerow([data.names[i], f"{t / frame_rate_hz:.2f}", f"{pred[t, 0]:.6f}",

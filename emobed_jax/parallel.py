@@ -31,6 +31,14 @@ def local_rows(global_batch_size: int) -> slice:
     return slice(index * per, (index + 1) * per)
 
 
+def _put_replicated(x, sharding):
+    # device_put refuses a typed rng key for a mesh spanning several processes; its raw data works.
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(jax.device_put(jax.random.key_data(x), sharding),
+                                        impl=jax.random.key_impl(x))
+    return jax.device_put(x, sharding)
+
+
 class Parallel:
     """Compiles steps and places batches for one parallelism mode on one mesh.
 
@@ -63,8 +71,8 @@ class Parallel:
         return jax.jit(fn, in_shardings=(self.replicated, self.sharded), out_shardings=self.sharded)
 
     def put_state(self, state):
-        """Places the state replicated on the mesh."""
-        return jax.device_put(state, self.replicated)
+        """Places the state (or an rng key) replicated on the mesh."""
+        return jax.tree_util.tree_map(lambda x: _put_replicated(x, self.replicated), state)
 
     def put_batch(self, local_batch: dict, for_pmap: bool | None = None):
         """Turns this process's rows into the global batch the compiled step expects."""

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import tqdm
 
-from emobed_jax import checkpointing, evaluation, experiment, train_step as ts
+from emobed_jax import checkpointing, eval_artifacts, evaluation, experiment, train_step as ts
 
 
 def _is_main() -> bool:
@@ -58,23 +58,42 @@ def _init_state(exp: experiment.Experiment):
     return exp.par.put_state(state), exp.par.put_state(train_rng)
 
 
-def _predict_fn(exp: experiment.Experiment, state):
+def _predict_fn(exp: experiment.Experiment, state, modality=None):
     fn = functools.partial(ts.predict_step, apply_fn=state.apply_fn,
-                           modalities=(exp.config.target_modality,))
+                           modalities=(modality or exp.config.target_modality,))
     return exp.par.compile_predict(fn)
 
 
-def evaluate_split(exp: experiment.Experiment, params, predict_fn, split: str):
-    """Scores `split` with the target modality only; returns (metrics, outputs, embeddings)."""
-    examples = exp.splits[split]
+def _predict(exp: experiment.Experiment, params, predict_fn, split: str, modality=None):
     put = functools.partial(exp.par.put_batch, for_pmap=False)
-    outputs, embeddings = evaluation.predict(predict_fn, params, examples, exp.config.eval_batch_size,
-                                             exp.config.task, exp.config.target_modality, put,
+    outputs, embeddings = evaluation.predict(predict_fn, params, exp.splits[split],
+                                             exp.config.eval_batch_size, exp.config.task,
+                                             modality or exp.config.target_modality, put,
                                              exp.par.to_host)
+    return evaluation.to_label_time(exp.splits[split], outputs, exp.delays), embeddings
+
+
+def evaluate_split(exp: experiment.Experiment, params, predict_fn, split: str):
+    """Scores `split` with the target modality only.
+
+    Returns:
+      (metrics, label-time predictions (post-processed when configured), embeddings).
+    """
+    examples = exp.splits[split]
+    preds, embeddings = _predict(exp, params, predict_fn, split)
     group_key = "video_id" if "video_id" in examples.data.extra else None
-    result = evaluation.score(examples, outputs, exp.config.task, exp.delays,
-                              exp.info.class_names, group_key)
-    return result, outputs, embeddings
+    score = functools.partial(evaluation.score, examples, task=exp.config.task,
+                              class_names=exp.info.class_names, group_key=group_key)
+    pp = exp.config.postprocess
+    if exp.info.level != "frame" or exp.config.task == "category" or (
+            pp.median_window_frames <= 1 and pp.bias_scale == "none"):
+        return score(preds), preds, embeddings
+    raw = score(preds)
+    train_preds, _ = _predict(exp, params, predict_fn, "train")
+    preds = evaluation.postprocess(preds, train_preds, exp.splits["train"].data.regression, pp)
+    result = score(preds)
+    result.update({f"{k}_raw": v for k, v in raw.items() if k.startswith("ccc_")})
+    return result, preds, embeddings
 
 
 def _raise_nonfinite(step: int, metrics: dict) -> None:
@@ -177,10 +196,12 @@ def _final_results(exp, best, state, config_dict, step, best_step, workdir):
     return results
 
 
-def evaluate_checkpoint(config, workdir: str, splits=None, checkpoint_step=None, devices=None) -> dict:
+def evaluate_checkpoint(config, workdir: str, splits=None, checkpoint_step=None, devices=None,
+                        plots: bool = True) -> dict:
     """Restores the best checkpoint (or `checkpoint_step` of `latest`) and evaluates monomodally.
 
-    Writes `workdir/eval_<split>.json` and `workdir/predictions_<split>.csv` per split.
+    Writes `workdir/eval_<split>.json`, `workdir/predictions_<split>.csv` and (with `plots`)
+    `plot_predictions_<split>.png` / `plot_confusion_<split>.png` and `plot_embeddings_<split>.png`.
 
     Args:
       config: the config the run was trained with.
@@ -188,6 +209,7 @@ def evaluate_checkpoint(config, workdir: str, splits=None, checkpoint_step=None,
       splits: splits to evaluate (default: `config.eval_splits` that exist).
       checkpoint_step: a step kept in `checkpoints/latest`, or None for the best checkpoint.
       devices: devices to use.
+      plots: write the PNGs.
 
     Returns:
       split -> metrics.
@@ -204,13 +226,20 @@ def evaluate_checkpoint(config, workdir: str, splits=None, checkpoint_step=None,
     for split in splits or exp.eval_split_names:
         if split not in exp.splits:
             raise ValueError(f"split {split!r} does not exist; expected one of {sorted(exp.splits)}")
-        result, outputs, _ = evaluate_split(exp, state.params, predict_fn, split)
+        result, preds, target_emb = evaluate_split(exp, state.params, predict_fn, split)
         result["step"] = int(jax.device_get(state.step))
         out[split] = result
-        if _is_main():
-            _json_dump(os.path.join(workdir, f"eval_{split}.json"), result)
-            evaluation.write_predictions(os.path.join(workdir, f"predictions_{split}.csv"),
-                                         exp.splits[split], outputs, config.task, exp.delays,
-                                         config.data.frame_rate_hz, exp.info.class_names)
+        if not _is_main():
+            continue
+        _json_dump(os.path.join(workdir, f"eval_{split}.json"), result)
+        eval_artifacts.export_predictions(exp, split, preds,
+                                          os.path.join(workdir, f"predictions_{split}.csv"))
+        if plots:
+            # The embedding map shows every modality the model has, each encoded on its own.
+            embeddings = {config.target_modality: target_emb}
+            for m in exp.model.modalities:
+                if m != config.target_modality:
+                    embeddings[m] = _predict(exp, state.params, _predict_fn(exp, state, m), split, m)[1]
+            eval_artifacts.write_plots(exp, split, result, preds, embeddings, workdir)
     ckpt.close()
     return out

@@ -64,7 +64,7 @@ def write_recola_package(root: str | os.PathLike, train: int = 2, dev: int = 1, 
                          dims: dict[str, int] | None = None, test_labels: bool = True,
                          write_audio: bool = True,
                          length_delta: dict[tuple[str, str], int] | None = None,
-                         seed: int = 0) -> RecolaPackage:
+                         seed: int = 0, signal: float = 0.0) -> RecolaPackage:
     """Writes a small AVEC 2016 RECOLA package under ``root``.
 
     Args:
@@ -80,6 +80,8 @@ def write_recola_package(root: str | os.PathLike, train: int = 2, dev: int = 1, 
         length_delta: (folder key, recording) -> frames to add (>0) or drop (<0) in both
             dimensions' feature files of that recording.
         seed: numpy seed.
+        signal: > 0 makes the data learnable: feature files get `signal` x a fixed random
+            projection of (arousal, valence) added, and the wav's loudness follows arousal.
 
     Returns:
         A RecolaPackage describing what was written.
@@ -93,9 +95,12 @@ def write_recola_package(root: str | os.PathLike, train: int = 2, dev: int = 1, 
                   (("train", train), ("dev", dev), ("test", test))}
     zero_frames = np.r_[5:15, num_frames - 3:num_frames]
     labels, features = {}, {}
+    projections = {key: rng.normal(size=(2, dim)) for key, dim in dims.items()}
     for prefix, names in recordings.items():
         for rec in names:
             smooth = np.cumsum(rng.normal(0, 0.02, size=(num_frames, 2)), axis=0)
+            latent = smooth - smooth.mean(axis=0)
+            latent = latent / max(float(np.abs(latent).max()), 1e-6) * 0.5
             for k, dimension in enumerate(("arousal", "valence")):
                 value = np.clip(smooth[:, k] - smooth[:, k].mean(), -1, 1).astype(np.float32)
                 if prefix != "test" or test_labels:
@@ -107,6 +112,9 @@ def write_recola_package(root: str | os.PathLike, train: int = 2, dev: int = 1, 
                 rows = num_frames + length_delta.get((key, rec), 0)
                 for dimension in ("arousal", "valence"):
                     values = rng.normal(size=(rows, dim)).astype(np.float32)
+                    if signal:
+                        n = min(rows, num_frames)
+                        values[:n] += signal * (latent[:n] @ projections[key]).astype(np.float32)
                     if key.startswith("video"):
                         values[zero_frames[zero_frames < rows]] = 0.0
                         values[np.r_[20:25][: max(rows - 20, 0)], 0] = 0.0  # face found, one value 0
@@ -119,6 +127,9 @@ def write_recola_package(root: str | os.PathLike, train: int = 2, dev: int = 1, 
                 n = int(round(duration_s * sample_rate))
                 t = np.arange(n) / sample_rate
                 envelope = 0.5 + 0.4 * np.sin(2 * np.pi * 0.25 * t)
+                if signal:
+                    frame_t = np.arange(num_frames) * FRAME_HOP_S
+                    envelope = np.exp(2.0 * np.interp(t, frame_t, latent[:, 0]))
                 wave = envelope * (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.normal(size=n))
                 data = np.stack([wave, 0.8 * wave], axis=1) if stereo else wave
                 os.makedirs(os.path.join(root, "recordings_audio"), exist_ok=True)

@@ -11,7 +11,8 @@ One example per utterance (CSV row). Because about half of the YouTube links are
 often missing. Policy: an utterance is kept when at least one modality is present; a missing
 modality is stored as a zero-length sequence ``[0, D]`` and counted, and the training pipeline
 drops or masks examples according to its target modality. Rows with neither modality, and rows
-whose ``EmotionMaxVote`` is empty or not one of 0..6, are skipped and counted. The counts go to the
+whose ``EmotionMaxVote`` is empty, are skipped and counted; any other value that is not one of
+0..6 is an error naming the file and line (a wrong or edited CSV, not a missing label). The counts go to the
 log and to ``info.metadata``: ``rows``, ``skipped`` ({split: {'invalid_category', 'no_media'}}) and
 ``missing`` ({split: {'audio', 'video'}}, kept examples stored with a zero-length modality).
 ``train_mean`` ({'arousal', 'valence'}) is the label mean over all valid train CSV rows.
@@ -98,12 +99,13 @@ def read_annotations(path: str | os.PathLike) -> tuple[list[OmgRow], int]:
             ``link,start,end,video,utterance,arousal,valence,EmotionMaxVote``).
 
     Returns:
-        (rows with a valid category in file order, number of rows skipped for an empty or invalid
+        (rows with a valid category in file order, number of rows skipped for an empty
         ``EmotionMaxVote``).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: missing columns, short rows, non-numeric arousal/valence or a duplicate
+        ValueError: missing columns, short rows, non-numeric arousal/valence, an
+            ``EmotionMaxVote`` that is neither empty nor one of 0..6, or a duplicate
             ``<video>/<utterance>``; the message names the file, line and field.
     """
     path = os.fspath(path)
@@ -131,7 +133,12 @@ def read_annotations(path: str | os.PathLike) -> tuple[list[OmgRow], int]:
                 if not math.isfinite(values[field]):
                     raise ValueError(f"{path}, line {line}, field {field!r}: expected a number, "
                                      f"got {record[field]!r}")
-            category = _parse_category(record["EmotionMaxVote"])
+            vote = (record["EmotionMaxVote"] or "").strip()
+            category = _parse_category(vote)
+            if vote and category is None:
+                codes = ", ".join(f"{i} {n}" for i, n in enumerate(CATEGORY_NAMES))
+                raise ValueError(f"{path}, line {line}, field 'EmotionMaxVote': expected a category "
+                                 f"code 0..6 ({codes}) or empty (row skipped), got {vote!r}")
             video, utterance = record["video"].strip(), record["utterance"].strip()
             if not video or not utterance:
                 raise ValueError(f"{path}, line {line}: empty 'video' or 'utterance' field")
@@ -243,7 +250,10 @@ class OmgEmotion(tfds.core.GeneratorBasedBuilder):
         }
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        manual_dir = os.fspath(dl_manager.manual_dir)
+        try:
+            manual_dir = os.fspath(dl_manager.manual_dir)
+        except AssertionError as e:  # tfds reports a missing or empty manual dir with an assert
+            raise FileNotFoundError(str(e)) from None
         metadata = self.info.metadata
         for key in ("rows", "skipped", "missing"):
             metadata[key] = {}

@@ -374,7 +374,11 @@ class Recola(tfds.core.GeneratorBasedBuilder):
                      "Challenge, ACM AVEC 2016.")
 
     def _download_and_prepare(self, dl_manager, download_config):
-        layout = scan_package(dl_manager.manual_dir, self.builder_config)
+        try:
+            manual_dir = dl_manager.manual_dir
+        except AssertionError as e:  # tfds reports a missing or empty manual dir with an assert
+            raise FileNotFoundError(str(e)) from None
+        layout = scan_package(manual_dir, self.builder_config)
         self._layout = layout
         # tfds has no public setter; the features must be known before SplitBuilder is created.
         self.info._features = _features(layout)  # pylint: disable=protected-access

@@ -106,6 +106,10 @@ def _parse_header(lines: list[str], path: str) -> tuple[str, list[tuple[str, str
                 raise ArffError(f"{path}:{i + 1}: @data before any @attribute, expected the "
                                 "attributes to be declared first")
             return relation, attributes, i + 1
+        elif attributes and not line.startswith("@"):
+            raise ArffError(f"{path}:{i + 1}: unexpected line in the ARFF header: {line[:60]!r} "
+                            "looks like a data row, but no '@data' line comes before it; expected "
+                            "a line '@data' between the @attribute declarations and the rows")
         else:
             raise ArffError(f"{path}:{i + 1}: unexpected line in the ARFF header, expected "
                             f"@relation, @attribute or @data, got {line!r}")

@@ -173,6 +173,8 @@ def load_audio(path: str | os.PathLike, target_sample_rate: int = 16000) -> np.n
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: audio file not found")
+    if os.path.getsize(path) == 0:
+        raise AudioError(f"{path}: empty file (0 bytes), expected an audio recording")
     try:
         truncated = _riff_data_truncated(path)
     except (OSError, struct.error) as e:

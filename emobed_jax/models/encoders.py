@@ -12,10 +12,45 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from emobed_jax.models import fast_lstm
+
+RNN_IMPLS = ("fused", "flax")
+
 
 def length_mask(lengths: jax.Array, num_frames: int) -> jax.Array:
     """Returns a float mask `[B, T]` that is 1 for frames before each sequence's length."""
     return (jnp.arange(num_frames)[None, :] < lengths[:, None]).astype(jnp.float32)
+
+
+class _DenseParams(nn.Module):
+    """A kernel (and bias) named like `nn.Dense`'s, returned instead of applied."""
+
+    features: int
+    kernel_init: nn.initializers.Initializer
+    use_bias: bool
+
+    @nn.compact
+    def __call__(self, input_dim: int) -> dict:
+        params = {"kernel": self.param("kernel", self.kernel_init, (input_dim, self.features))}
+        if self.use_bias:
+            params["bias"] = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return params
+
+
+class _CellParams(nn.Module):
+    """The parameters of one flax `OptimizedLSTMCell` (same names, shapes and initialisers)."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, input_dim: int) -> dict:
+        params = {}
+        for gate in fast_lstm.GATES:
+            params[f"i{gate}"] = _DenseParams(self.features, nn.initializers.lecun_normal(), False,
+                                              name=f"i{gate}")(input_dim)
+            params[f"h{gate}"] = _DenseParams(self.features, nn.initializers.orthogonal(), True,
+                                              name=f"h{gate}")(self.features)
+        return params
 
 
 class RecurrentEncoder(nn.Module):
@@ -27,6 +62,9 @@ class RecurrentEncoder(nn.Module):
       num_layers: stacked layers.
       bidirectional: run a backward direction too and concatenate.
       dropout: dropout rate after each layer (training only).
+      rnn_impl: 'fused' (LSTM only: `fast_lstm`, both directions in one scan with a hand-written
+        VJP) or 'flax' (`nn.RNN`). Both have the same parameters and outputs; GRU always uses
+        'flax'.
     """
 
     cell: str = "lstm"
@@ -34,6 +72,7 @@ class RecurrentEncoder(nn.Module):
     num_layers: int = 2
     bidirectional: bool = True
     dropout: float = 0.0
+    rnn_impl: str = "fused"
 
     def _make_rnn(self, name: str, reverse: bool = False) -> nn.RNN:
         cell_cls = nn.OptimizedLSTMCell if self.cell == "lstm" else nn.GRUCell
@@ -42,6 +81,10 @@ class RecurrentEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, lengths: jax.Array, train: bool = False) -> jax.Array:
         """Encodes `x [B, T, D]` with valid `lengths [B]`; returns `[B, T, H]`."""
+        if self.rnn_impl not in RNN_IMPLS:
+            raise ValueError(f"rnn_impl={self.rnn_impl!r}: expected one of {list(RNN_IMPLS)}")
+        if self.cell == "lstm" and self.rnn_impl == "fused":
+            return self._fused(x, lengths, train)
         mask = length_mask(lengths, x.shape[1])[..., None]
         for layer in range(self.num_layers):
             fwd = self._make_rnn(f"fwd_{layer}")(x, seq_lengths=lengths)
@@ -52,6 +95,28 @@ class RecurrentEncoder(nn.Module):
                 x = fwd
             x = nn.Dropout(self.dropout)(x, deterministic=not train) * mask
         return x
+
+    def _fused(self, x: jax.Array, lengths: jax.Array, train: bool) -> jax.Array:
+        # Parameter names follow the flax path (the cells of `nn.RNN` are auto-named
+        # OptimizedLSTMCell_<k> in creation order), so checkpoints work with either impl.
+        reverse = (False, True) if self.bidirectional else (False,)
+        mask = length_mask(lengths, x.shape[1]).T[..., None]  # time-major [T, B, 1]
+        h = jnp.swapaxes(x, 0, 1)
+        cell = 0
+        for _ in range(self.num_layers):
+            cells = []
+            for _ in reverse:
+                cells.append(_CellParams(self.hidden, name=f"OptimizedLSTMCell_{cell}")(h.shape[-1]))
+                cell += 1
+            outs = fast_lstm.lstm_stack([h], [lengths], [cells], reverse)[0]
+            h = jnp.concatenate(outs, axis=-1)
+            if train and self.dropout > 0:
+                # The keep mask is drawn batch-major, as nn.Dropout draws it in the flax path.
+                keep = nn.Dropout(self.dropout)(jnp.ones(h.shape[1:2] + h.shape[:1] + h.shape[2:],
+                                                        h.dtype), deterministic=False)
+                h = h * jnp.swapaxes(keep, 0, 1)
+            h = h * mask
+        return jnp.swapaxes(h, 0, 1)
 
 
 class ConvEncoder(nn.Module):

@@ -1,0 +1,48 @@
+"""EmoBed on OMG-Emotion: utterance-level categories (7 classes) or arousal/valence.
+
+Needs the OMG-Emotion CSVs plus the media prepared by experiments/prepare_omg.py and OpenFace
+(README "OMG-Emotion"). The config argument is METHOD,TARGET,TASK with TARGET `audio` or `video`
+and TASK `category` (default) or `arousal_valence`:
+
+    python experiments/main.py --config=configs/omg_emotion.py:emobed,audio,category \
+        --workdir=runs/omg_emobed_audio_cat --config.data.manual_dir=/path/to/omg
+
+    python experiments/main.py --config=configs/omg_emotion.py:emobed,video,arousal_valence \
+        --workdir=runs/omg_emobed_video_av --config.data.manual_dir=/path/to/omg --mode=eval
+
+Eval writes `predictions_<split>.csv` in the official CSV's row order
+(`video,utterance,arousal,valence,category,has_media`) for the organisers' scorer.
+
+Expected result: not measured here (the clips cannot be downloaded in this environment). For
+context, the organisers' validation baselines are CCC about .15/.23 (arousal/valence); strong
+submissions .34-.40/.40-.52. Classification: report accuracy, UAR and macro-F1.
+"""
+from emobed_jax import default_config
+
+
+def get_config(arg: str | None = None):
+    """Returns the OMG-Emotion config; `arg` is 'METHOD[,TARGET[,TASK]]'."""
+    config = default_config.get_base_config()
+    config.data.name = "omg_emotion"
+    config.data.config = "openface"
+    config.modalities = ("audio", "video")
+    config.target_modality = "audio"
+    config.task = "category"
+    config.data.max_frames = 400  # crop training utterances to 16 s (25 Hz audio frames)
+    config.data.missing_auxiliary = "mask"
+    config.model.pooling = "attention"
+    config.batch_size = 32
+    config.eval_batch_size = 32
+    config.num_train_steps = 2000
+    config.eval_every_steps = 200
+    config.checkpoint_every_steps = 200
+    config.loss.class_weights = "inverse"  # Surprise is ~1% of training utterances
+    config.loss.positives = "class"
+    default_config.apply_arg(config, arg)
+    if config.task == "arousal_valence":
+        # Utterance-level CCC loss; positives for the crossmodal term by label distance
+        # (arousal in [0, 1], valence in [-1, 1]).
+        config.loss.positives = "distance"
+        config.loss.pos_threshold = 0.15
+        config.loss.neg_threshold = 0.4
+    return config
