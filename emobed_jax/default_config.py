@@ -39,6 +39,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 16
     c.eval_every_steps = 200
     c.checkpoint_every_steps = 200
+    c.checkpoint_every_minutes = 0.0  # also checkpoint after this many minutes (0 = off)
     c.log_every_steps = 50
     c.parallelism = "jit"
     c.best_metric = "auto"  # 'auto': ccc_mean (regression) or uar (category)

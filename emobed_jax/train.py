@@ -1,6 +1,7 @@
 """`train_and_evaluate(config, workdir)` and `evaluate_checkpoint(...)`: the CLI's two modes.
 
 Training: periodic validation, TensorBoard events, orbax checkpoints (`latest` for resuming,
+every `checkpoint_every_steps` / `checkpoint_every_minutes` and on SIGTERM/SIGINT,
 `best` by `config.best_metric` on validation), and `workdir/results.json` with the best
 checkpoint's validation and test metrics. A rerun with the same workdir resumes exactly: data
 order and randomness are functions of (seed, step). Only process 0 writes logs and results.
@@ -12,12 +13,15 @@ import json
 import logging
 import math
 import os
+import time
 
 import jax
 import numpy as np
 import tqdm
 
-from emobed_jax import checkpointing, eval_artifacts, evaluation, experiment, train_step as ts
+from emobed_jax import checkpointing, eval_artifacts, evaluation, experiment, preemption, train_step as ts
+
+log = logging.getLogger(__name__)
 
 
 def _is_main() -> bool:
@@ -96,9 +100,24 @@ def evaluate_split(exp: experiment.Experiment, params, predict_fn, split: str):
     return result, preds, embeddings
 
 
+def _check_finite(recent: list, skip: bool) -> dict:
+    """Fetches the metrics of the steps since the last check; raises at the first non-finite one.
+
+    Returns:
+      The newest step's metrics as floats.
+    """
+    fetched = jax.device_get(recent)
+    for step, metrics in fetched:
+        metrics = {k: float(v) for k, v in metrics.items()}
+        if not skip and (not math.isfinite(metrics["loss"]) or metrics["nonfinite"] > 0):
+            _raise_nonfinite(step, metrics)
+    return {k: float(v) for k, v in fetched[-1][1].items()}
+
+
 def _raise_nonfinite(step: int, metrics: dict) -> None:
     terms = {k: float(v) for k, v in metrics.items() if k == "loss" or k.startswith(("task_", "align"))}
-    bad = [k for k, v in terms.items() if not math.isfinite(v)] or ["gradient"]
+    bad = [k for k, v in terms.items() if not math.isfinite(v) and k != "loss"] or (
+        ["loss"] if not math.isfinite(terms["loss"]) else ["gradient"])
     raise FloatingPointError(
         f"non-finite loss at step {step}: terms {bad} (values {terms}); the last good checkpoint "
         f"is kept. Lower config.optimizer.learning_rate, check the inputs, or set "
@@ -126,7 +145,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
         state, meta = latest.restore(state)
         best_value = meta.get("best_value", -math.inf)
         best_step = meta.get("best_step")
-        logging.info("resumed from step %d in %s", int(state.step), latest.directory)
+        log.info("resumed from step %d in %s", int(state.step), latest.directory)
     start = int(jax.device_get(state.step))
     skip = bool(config.skip_nonfinite_updates)
     step_fn = exp.par.compile_train_step(
@@ -142,36 +161,53 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     bar = tqdm.tqdm(total=config.num_train_steps, initial=start, disable=not _is_main(),
                     desc=f"{config.method}/{config.target_modality}", dynamic_ncols=True)
     step = start
-    pending = None
-    while step < config.num_train_steps:
-        batch = exp.par.put_batch(next(stream))
-        state, metrics = step_fn(state, batch, train_rng)
-        step += 1
-        bar.update(1)
-        if step % config.log_every_steps == 0 or step == config.num_train_steps:
-            pending = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if not math.isfinite(pending["loss"]) and not skip:
-                _raise_nonfinite(step, pending)
-            bar.set_postfix(loss=f"{pending['loss']:.4f}")
-            if writer:
-                for k, v in pending.items():
-                    writer.add_scalar(f"train/{k}", v, step)
-        if step % config.eval_every_steps == 0 or step == config.num_train_steps:
-            val, _, _ = evaluate_split(exp, state.params, predict_fn, "validation")
-            if writer:
-                for k, v in val.items():
-                    if isinstance(v, float):
-                        writer.add_scalar(f"validation/{k}", v, step)
-            value = val.get(exp.best_metric)
-            if value is None:
-                raise ValueError(f"config.best_metric={exp.best_metric!r} is not a validation "
-                                 f"metric; expected one of {sorted(val)}")
-            logging.info("step %d validation %s", step, {k: v for k, v in val.items() if isinstance(v, float)})
-            if value > best_value or best_step is None:
-                best_value, best_step = float(value), step
-                best.save(state, checkpoint_meta({"validation": val}))
-        if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
-            latest.save(state, checkpoint_meta())
+    recent = []  # (step, metrics) since the last host sync; fetched together, no per-step sync
+    last_save = time.monotonic()
+    with preemption.StopOnSignal() as stop:
+        while step < config.num_train_steps:
+            batch = exp.par.put_batch(next(stream))
+            state, metrics = step_fn(state, batch, train_rng)
+            step += 1
+            bar.update(1)
+            recent.append((step, metrics))
+            last = step == config.num_train_steps
+            log_now = step % config.log_every_steps == 0 or last
+            eval_now = step % config.eval_every_steps == 0 or last
+            minutes = config.checkpoint_every_minutes
+            save_now = (step % config.checkpoint_every_steps == 0 or last or stop.signum is not None
+                        or (minutes > 0 and time.monotonic() - last_save >= 60 * minutes))
+            if log_now or eval_now or save_now:
+                # Never evaluate or checkpoint a state that went through a non-finite update.
+                fetched = _check_finite(recent, skip)
+                recent = []
+                if log_now:
+                    bar.set_postfix(loss=f"{fetched['loss']:.4f}")
+                    if writer:
+                        for k, v in fetched.items():
+                            writer.add_scalar(f"train/{k}", v, step)
+            if eval_now:
+                val, _, _ = evaluate_split(exp, state.params, predict_fn, "validation")
+                if writer:
+                    for k, v in val.items():
+                        if isinstance(v, float):
+                            writer.add_scalar(f"validation/{k}", v, step)
+                value = val.get(exp.best_metric)
+                if value is None:
+                    raise ValueError(f"config.best_metric={exp.best_metric!r} is not a validation "
+                                     f"metric; expected one of {sorted(val)}")
+                log.info("step %d validation %s", step,
+                         {k: round(v, 4) for k, v in val.items() if isinstance(v, float)})
+                if value > best_value or best_step is None:
+                    best_value, best_step = float(value), step
+                    best.save(state, checkpoint_meta({"validation": val}))
+            if save_now:
+                latest.save(state, checkpoint_meta())
+                last_save = time.monotonic()
+            if stop.signum is not None and not last:
+                bar.close()
+                latest.close()
+                best.close()
+                raise preemption.Preempted(stop.signum, step, latest.directory)
     bar.close()
     results = _final_results(exp, best, state, config_dict, step, best_step, workdir)
     if writer:
