@@ -9,10 +9,14 @@ Flags:
   --eval_splits       eval mode: comma-separated splits (default: config.eval_splits present).
   --checkpoint_step   eval mode: a step kept in checkpoints/latest instead of the best one.
   --coordinator_address, --num_processes, --process_id
-                      multi-process runs (jax.distributed); see README "Several hosts".
+                      multi-process runs (jax.distributed); see README "Several processes".
+  --distributed       initialise jax.distributed with the cluster's own settings (Cloud TPU
+                      slices, SLURM, Open MPI), i.e. without the three flags above.
 """
+import importlib.util
 import logging
 import os
+import re
 import sys
 
 from absl import app, flags
@@ -28,6 +32,8 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0 for jax.distributed.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a distributed run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "Initialise jax.distributed from the cluster environment.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -36,15 +42,26 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import jax
 
-    if _COORDINATOR.value:
+    if _COORDINATOR.value or _DISTRIBUTED.value:
+        # Before any other jax call. Unset arguments are detected from the environment (TPU
+        # metadata, SLURM, Open MPI); on CPU, jax's default gloo collectives link the processes.
         jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                    num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
     from emobed_jax import train
 
-    logging.getLogger().setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
+    from emobed_jax import preemption
+
+    # Our own progress at INFO on process 0; libraries that log through absl (orbax, tfds) at
+    # WARNING so the output stays readable.
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.getLogger("emobed_jax").setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
     config = _CONFIG.value
     if _MODE.value == "train":
-        results = train.train_and_evaluate(config, _WORKDIR.value)
+        try:
+            results = train.train_and_evaluate(config, _WORKDIR.value)
+        except preemption.Preempted as e:
+            print(e, flush=True)
+            sys.exit(e.exit_code)
         summary = results["metrics"]
     else:
         summary = train.evaluate_checkpoint(config, _WORKDIR.value, _EVAL_SPLITS.value,
@@ -55,6 +72,55 @@ def main(argv):
             print(f"{split}: {shown}", flush=True)
 
 
+def _parse_flags(argv):
+    """absl's flag parsing, with a clear message for a `--config.KEY` the config does not have.
+
+    ml_collections reports an unknown key as a bare KeyError/AttributeError traceback.
+    """
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (KeyError, AttributeError) as e:
+        sys.stderr.write(f"FATAL Flags parsing error: {_unknown_key_message(argv, e)}\n")
+        sys.exit(1)
+
+
+def _config_keys(argv, path: list):
+    """Sorted keys of the sub-config at `path` of the --config file, or None if not loadable."""
+    specs = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    specs += [b for a, b in zip(argv, argv[1:]) if a == "--config"]
+    if not specs:
+        return None
+    spec = specs[-1]
+    file_name, _, arg = spec.partition(":")
+    try:
+        module_spec = importlib.util.spec_from_file_location("_config_for_message", file_name)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        config = module.get_config(arg) if arg else module.get_config()
+        for key in path:
+            config = config[key]
+        return sorted(config.keys())
+    except Exception:  # noqa: BLE001 (the message is still useful without the list)
+        return None
+
+
+def _unknown_key_message(argv, error) -> str:
+    text = str(error.args[0] if error.args else error)
+    named = text.split("Did you mean")[0]  # ml_collections names only the missing field
+    overrides = [a[2:].split("=", 1)[0].split(".")[1:] for a in argv[1:] if a.startswith("--config.")]
+    found = [(parts, i) for parts in overrides for i, part in enumerate(parts)
+             if re.search(rf"(?<!\w){re.escape(part)}(?!\w)", named)]
+    if not found:
+        return f"cannot apply the --config.KEY overrides: {text}"
+    parts, i = found[0]
+    hint = re.search(r'Did you mean "([^"]+)"', text)
+    keys = _config_keys(argv, parts[:i])
+    expected = (f"did you mean {hint.group(1)!r}? " if hint else "") + (
+        f"expected one of {keys}" if keys else "expected a key the config file defines")
+    return (f"--config.{'.'.join(parts)}: {'.'.join(['config'] + parts[:i])} has no key "
+            f"{parts[i]!r} (unknown keys are rejected rather than ignored); {expected}")
+
+
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
