@@ -1,0 +1,80 @@
+"""OMG-Emotion end to end on a fixture of real CSV rows: training beats chance, eval exports
+predictions in the official row order, and the monomodal evaluation needs no video."""
+import csv
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import omg_emotion
+from emobed_jax import train
+from omg_fixtures import write_omg_manual_dir
+
+
+def _config(manual_dir, data_dir, arg):
+    config = omg_emotion.get_config(arg)
+    config.data.manual_dir = str(manual_dir)
+    config.data.data_dir = str(data_dir)
+    config.data.prefetch_threads = 1
+    config.data.max_frames = 200
+    config.model.encoder = "conv"
+    config.model.hidden = 16
+    config.model.num_layers = 2
+    config.model.embedding_dim = 16
+    config.batch_size = 8
+    config.eval_batch_size = 8
+    config.num_train_steps = 60
+    config.eval_every_steps = 30
+    config.checkpoint_every_steps = 30
+    config.log_every_steps = 10
+    config.optimizer.learning_rate = 3e-3
+    config.optimizer.warmup_steps = 5
+    return config
+
+
+@pytest.fixture(scope="module")
+def omg_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("omg")
+    fixture = write_omg_manual_dir(root / "manual", copies=3)
+    return fixture, root / "manual", tmp_path_factory.mktemp("tfds")
+
+
+def test_category_training_beats_chance_and_exports_official_order(omg_dirs, tmp_path):
+    fixture, manual, data_dir = omg_dirs
+    config = _config(manual, data_dir, "emobed,audio,category")
+    results = train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+    val = results["metrics"]["validation"]
+    present = len({r.category for r in fixture.kept("validation") if r.audio_kind})
+    assert val["num_examples"] == sum(1 for r in fixture.kept("validation") if r.audio_kind)
+    assert val["num_missing_modality"] == sum(1 for r in fixture.kept("validation") if not r.audio_kind)
+    assert val["uar"] > 1.0 / present + 0.15, (val, present)
+    assert results["dataset"]["metadata"]["skipped"]["train"]["invalid_category"] == 3
+
+    out = train.evaluate_checkpoint(config, str(tmp_path), splits=["validation"],
+                                    devices=jax.devices()[:1])
+    assert out["validation"]["uar"] == pytest.approx(val["uar"])
+    with open(os.path.join(tmp_path, "predictions_validation.csv")) as f:
+        rows = list(csv.DictReader(f))
+    with open(os.path.join(manual, "omg_ValidationVideos.csv")) as f:
+        official = list(csv.DictReader(f))
+    assert [(r["video"], r["utterance"]) for r in rows] == [(r["video"], r["utterance"]) for r in official]
+    assert list(rows[0]) == ["video", "utterance", "arousal", "valence", "category", "has_media"]
+    with_audio = {f"{r.video}/{os.path.splitext(r.utterance)[0]}" for r in fixture.kept("validation")
+                  if r.audio_kind}
+    for r in rows:
+        name = f"{r['video']}/{os.path.splitext(r['utterance'])[0]}"
+        assert r["has_media"] == ("1" if name in with_audio else "0")
+    assert os.path.exists(os.path.join(tmp_path, "plot_confusion_validation.png"))
+    assert os.path.exists(os.path.join(tmp_path, "plot_embeddings_validation.png"))
+
+
+def test_arousal_valence_task_reports_official_and_per_video_ccc(omg_dirs, tmp_path):
+    _, manual, data_dir = omg_dirs
+    config = _config(manual, data_dir, "joint,video,arousal_valence")
+    config.num_train_steps = 10
+    results = train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+    val = results["metrics"]["validation"]
+    assert {"ccc_arousal", "ccc_valence", "ccc_arousal_per_video", "ccc_valence_per_video"} <= set(val)
+    assert all(np.isfinite(val[k]) for k in ("ccc_arousal", "ccc_valence"))
