@@ -34,6 +34,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.modalities = ("audio", "video")
     c.task = "arousal_valence"
     c.seed = 0
+    c.num_seeds = 1  # > 1: train seeds seed..seed+K-1 as vmapped replicas (experiments/ablation.py)
     c.num_train_steps = 600
     c.batch_size = 32
     c.eval_batch_size = 16
@@ -161,7 +162,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
         raise ValueError(
             f"config.method={config.method!r} needs at least one auxiliary modality; "
             f"config.modalities={modalities!r}")
-    for key in ("batch_size", "eval_batch_size", "num_train_steps", "eval_every_steps",
+    for key in ("batch_size", "eval_batch_size", "num_train_steps", "eval_every_steps", "num_seeds",
                 "checkpoint_every_steps", "log_every_steps"):
         if int(config[key]) <= 0:
             raise ValueError(f"config.{key}={config[key]!r}: expected a positive integer")

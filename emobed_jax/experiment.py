@@ -101,8 +101,17 @@ def build(config, devices=None, need_train: bool = True) -> Experiment:
                       par=parallel.Parallel(config.parallelism, mesh), delays=delays)
 
 
-def train_stream(exp: Experiment, start_step: int = 0):
-    """The training batches from `start_step` on (this process's rows), as a grain iterator."""
+def train_stream(exp: Experiment, start_step: int = 0, seed: int | None = None):
+    """The training batches from `start_step` on (this process's rows), as a grain iterator.
+
+    Args:
+      exp: the experiment.
+      start_step: the first step to produce (resuming).
+      seed: the data-order seed (default `config.seed`; replicas of a multi-seed run pass theirs).
+
+    Returns:
+      (iterator of batch dicts, number of training units).
+    """
     import grain
 
     config = exp.config
@@ -111,7 +120,8 @@ def train_stream(exp: Experiment, start_step: int = 0):
     specs = batching.window_specs(train, keep, config.data.window_frames,
                                   config.data.window_hop_frames)
     lengths = batching.train_lengths(train, config.data.window_frames, config.data.max_frames)
-    ds = batching.train_dataset(train, specs, config.batch_size, config.seed, config.task,
+    seed = config.seed if seed is None else seed
+    ds = batching.train_dataset(train, specs, config.batch_size, seed, config.task,
                                 lengths, parallel.local_rows(config.batch_size))
     ds = ds[start_step:]
     options = grain.ReadOptions(num_threads=config.data.prefetch_threads,

@@ -37,13 +37,18 @@ def make_optimizer(config) -> optax.GradientTransformation:
     return optax.chain(*parts)
 
 
-def create_state(model, config, example_batch: dict, rng: jax.Array) -> TrainState:
-    """Initialises parameters from an example batch and wraps them with the optimiser."""
+def init_params(model, example_batch: dict, rng: jax.Array):
+    """Initialises the model's parameters from an example batch (first row suffices)."""
     feats = {m: jnp.asarray(example_batch["features"][m][:1]) for m in model.modalities}
     lengths = {m: jnp.asarray(example_batch["lengths"][m][:1]) for m in model.modalities}
     masks = {m: jnp.asarray(example_batch["masks"][m][:1]) for m in model.modalities}
-    params = jax.jit(lambda r: model.init(r, feats, lengths, masks)["params"])(rng)
-    return TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(config),
+    return jax.jit(lambda r: model.init(r, feats, lengths, masks)["params"])(rng)
+
+
+def create_state(model, config, example_batch: dict, rng: jax.Array, tx=None) -> TrainState:
+    """Initialises parameters and wraps them with the optimiser (`tx`, default from `config`)."""
+    return TrainState.create(apply_fn=model.apply, params=init_params(model, example_batch, rng),
+                             tx=tx if tx is not None else make_optimizer(config),
                              skipped=jnp.zeros((), jnp.int32))
 
 

@@ -57,12 +57,19 @@ def main(argv):
     logging.getLogger("emobed_jax").setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
     config = _CONFIG.value
     if _MODE.value == "train":
-        try:
-            results = train.train_and_evaluate(config, _WORKDIR.value)
-        except preemption.Preempted as e:
-            print(e, flush=True)
-            sys.exit(e.exit_code)
-        summary = results["metrics"]
+        if config.num_seeds > 1:
+            from emobed_jax import multiseed
+
+            results = multiseed.train_replicas(config, _WORKDIR.value)
+            summary = {f"{split} (seed {seed})": m for split, per_seed in results["metrics"].items()
+                       for seed, m in zip(results["seeds"], per_seed)}
+        else:
+            try:
+                results = train.train_and_evaluate(config, _WORKDIR.value)
+            except preemption.Preempted as e:
+                print(e, flush=True)
+                sys.exit(e.exit_code)
+            summary = results["metrics"]
     else:
         summary = train.evaluate_checkpoint(config, _WORKDIR.value, _EVAL_SPLITS.value,
                                             _CHECKPOINT_STEP.value)

@@ -1,0 +1,112 @@
+"""K independent replicas (seeds) of one experiment, trained in one program with `jax.vmap`.
+
+`config.num_seeds = K` stacks K train states (parameters, optimiser states and rng keys of
+seeds `config.seed + k`) and vmaps the ordinary train step over them; each replica reads its own
+data order. Replica k is the same computation as a separate run with `config.seed = seed + k`
+(`tests/test_multiseed.py`). Each replica keeps its best parameters by validation
+`best_metric`; at the end every replica's best parameters are scored on the eval splits.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from emobed_jax import experiment, parallel, train, train_step as ts
+
+log = logging.getLogger(__name__)
+
+
+def _stack(trees):
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _replica(tree, k: int):
+    return jax.tree_util.tree_map(lambda x: x[k], tree)
+
+
+def init_replicas(exp: experiment.Experiment, seeds):
+    """Stacked train states and training keys for `seeds` (replica k = a run with seeds[k])."""
+    example = experiment.example_batch(exp)
+    tx = ts.make_optimizer(exp.config)  # one optimiser object: replicas share the tree metadata
+    states, keys = [], []
+    for seed in seeds:
+        init_rng, train_rng = experiment.init_rngs(seed)
+        states.append(ts.create_state(exp.model, exp.config, example, init_rng, tx=tx))
+        keys.append(train_rng)
+    return _stack(states), jnp.stack(keys)
+
+
+def compile_replica_step(exp: experiment.Experiment):
+    """`f(states, batches [K, B, ...], keys [K]) -> (states, metrics [K])`, jitted over the mesh."""
+    step = jax.vmap(ts.bind_train_step(exp.objective, skip_nonfinite=bool(
+        exp.config.skip_nonfinite_updates)), in_axes=(0, 0, 0))
+    batch_sharding = NamedSharding(exp.par.mesh, P(None, parallel.AXIS))
+    return jax.jit(step, in_shardings=(exp.par.replicated, batch_sharding, exp.par.replicated),
+                   out_shardings=(exp.par.replicated, exp.par.replicated), donate_argnums=(0,)), \
+        batch_sharding
+
+
+def train_replicas(config, workdir: str, devices=None) -> dict:
+    """Trains `config.num_seeds` replicas and writes `workdir/results.json`.
+
+    Args:
+      config: experiment config (`num_seeds` >= 1).
+      workdir: output directory.
+      devices: devices to use (default: all; must be a single process).
+
+    Returns:
+      `{"config", "seeds", "step", "best_steps", "metrics": {split: [metrics per seed]}}`.
+    """
+    if jax.process_count() > 1:
+        raise ValueError("config.num_seeds > 1 runs in a single process; use one process per seed")
+    os.makedirs(workdir, exist_ok=True)
+    exp = experiment.build(config, devices)
+    seeds = [config.seed + k for k in range(config.num_seeds)]
+    states, keys = init_replicas(exp, seeds)
+    states, keys = exp.par.put_state(states), exp.par.put_state(keys)
+    step_fn, batch_sharding = compile_replica_step(exp)
+    streams = [experiment.train_stream(exp, 0, seed)[0] for seed in seeds]
+    predict_fn = train._predict_fn(exp, _replica(states, 0))
+    best_value = [-math.inf] * len(seeds)
+    best_params = [None] * len(seeds)
+    best_steps = [None] * len(seeds)
+    recent = []
+    for step in tqdm.trange(1, config.num_train_steps + 1, desc=f"{config.method} x{len(seeds)} seeds",
+                            dynamic_ncols=True):
+        batch = _stack([next(s) for s in streams])
+        states, metrics = step_fn(states, jax.device_put(batch, batch_sharding), keys)
+        recent.append((step, metrics))
+        last = step == config.num_train_steps
+        if step % config.eval_every_steps and not last:
+            continue
+        for s, m in jax.device_get(recent):
+            bad = [k for k in range(len(seeds)) if not np.isfinite(m["loss"][k])]
+            if bad and not config.skip_nonfinite_updates:
+                raise FloatingPointError(f"non-finite loss at step {s} for seeds "
+                                         f"{[seeds[k] for k in bad]}")
+        recent = []
+        for k in range(len(seeds)):
+            params = _replica(states.params, k)
+            val, _, _ = train.evaluate_split(exp, params, predict_fn, "validation")
+            value = val[exp.best_metric]
+            if value > best_value[k] or best_params[k] is None:
+                best_value[k], best_steps[k] = float(value), step
+                best_params[k] = jax.device_get(params)
+    metrics = {split: [train.evaluate_split(exp, p, predict_fn, split)[0] for p in best_params]
+               for split in exp.eval_split_names}
+    results = {"config": config.to_dict(), "seeds": seeds, "step": config.num_train_steps,
+               "best_steps": best_steps, "metrics": metrics}
+    tmp = os.path.join(workdir, "results.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True, default=float)
+    os.replace(tmp, os.path.join(workdir, "results.json"))
+    return results
