@@ -86,3 +86,39 @@ def test_nonfinite_loss_stops_with_step_and_term(tiny_config, tmp_path):
     config.log_every_steps = 1
     with pytest.raises(FloatingPointError, match=r"non-finite loss at step \d+: terms \["):
         train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+
+
+def test_incompatible_checkpoint_names_the_differing_parameters(tiny_config, tmp_path):
+    config = tiny_config(method="monomodal", **{"model.encoder": "conv"})
+    config.num_train_steps = 2
+    train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+    wider = tiny_config(method="monomodal", **{"model.encoder": "conv", "model.embedding_dim": 24})
+    wider.num_train_steps = 4
+    with pytest.raises(checkpointing.IncompatibleCheckpointError,
+                       match=r"different model \(\d+ parameters differ: .*projector_audio/kernel: "
+                             r"checkpoint \[16, 16\] vs config \[16, 24\]"):
+        train.train_and_evaluate(wider, str(tmp_path), devices=jax.devices()[:1])
+
+
+def test_skip_nonfinite_updates_keeps_parameters_and_counts(tiny_config, monkeypatch):
+    """With skipping on, a NaN batch leaves the parameters unchanged and is counted."""
+    config = tiny_config(method="monomodal", **{"model.encoder": "conv"})
+    exp = experiment.build(config, devices=jax.devices()[:1])
+    init_rng, rng = experiment.init_rngs(0)
+    state = ts.create_state(exp.model, config, experiment.example_batch(exp), init_rng)
+    step = jax.jit(ts.bind_train_step(exp.objective, skip_nonfinite=True))
+    stream, _ = experiment.train_stream(exp, 0)
+    batch = next(stream)
+    batch["features"]["audio"][0, 0, 0] = np.nan
+    new, metrics = step(state, batch, rng)
+    assert float(metrics["nonfinite"]) == 1.0 and int(new.skipped) == 1 and int(new.step) == 1
+    jax.tree_util.tree_map(np.testing.assert_array_equal, new.params, state.params)
+    good_batch = next(stream)
+    good, metrics = step(new, good_batch, rng)
+    assert float(metrics["nonfinite"]) == 0.0 and int(good.skipped) == 1
+    # The skipped update left no trace: the optimiser state was not advanced either.
+    reference, _ = step(state, good_batch, rng)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, good.params, reference.params)
+    later, _ = step(good, next(stream), rng)  # (the first update has warm-up learning rate 0)
+    changed = jax.tree_util.tree_map(lambda a, b: bool(np.any(a != b)), later.params, state.params)
+    assert any(jax.tree_util.tree_leaves(changed))
