@@ -58,3 +58,25 @@ def make_tiny_config(data_dir, **overrides):
 def tiny_config(synthetic_data_dir):
     """Factory: `tiny_config(method='joint', **{'loss.margin': 0.1})`."""
     return lambda **kw: make_tiny_config(synthetic_data_dir, **kw)
+
+
+def run_steps(config, devices, steps):
+    """Builds the experiment and runs `steps` train steps the way train.py does.
+
+    Returns:
+      (final state fetched to the host, list of per-step metric dicts of floats).
+    """
+    import jax
+
+    from emobed_jax import experiment, train_step as ts
+
+    exp = experiment.build(config, devices=devices)
+    init_rng, rng = experiment.init_rngs(config.seed)
+    state = exp.par.put_state(ts.create_state(exp.model, config, experiment.example_batch(exp), init_rng))
+    step_fn = exp.par.compile_train_step(lambda axis: ts.bind_train_step(exp.objective, axis_name=axis))
+    stream, _ = experiment.train_stream(exp, 0)
+    history = []
+    for _ in range(steps):
+        state, metrics = step_fn(state, exp.par.put_batch(next(stream)), rng)
+        history.append({k: float(v) for k, v in metrics.items()})
+    return jax.device_get(state), history

@@ -2,19 +2,13 @@
 import jax
 import numpy as np
 
-from emobed_jax import experiment, multiseed, train_step as ts
+from conftest import run_steps
+from emobed_jax import experiment, multiseed
 
 
 def _separate_run(config, seed, steps):
     config.seed = seed
-    exp = experiment.build(config, devices=jax.devices()[:1])
-    init_rng, rng = experiment.init_rngs(seed)
-    state = exp.par.put_state(ts.create_state(exp.model, config, experiment.example_batch(exp), init_rng))
-    step_fn = exp.par.compile_train_step(lambda axis: ts.bind_train_step(exp.objective, axis_name=axis))
-    stream, _ = experiment.train_stream(exp, 0)
-    for _ in range(steps):
-        state, _ = step_fn(state, exp.par.put_batch(next(stream)), rng)
-    return jax.device_get(state.params)
+    return run_steps(config, jax.devices()[:1], steps)[0].params
 
 
 def test_replica_k_equals_a_separate_run_with_seed_k(tiny_config):

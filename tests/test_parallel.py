@@ -3,22 +3,14 @@ import jax
 import numpy as np
 import pytest
 
-from emobed_jax import experiment, train_step as ts
+from conftest import run_steps
 
 
 def _train(config, devices, mode, steps=4):
     config.model.encoder = "conv"  # the equivalence is about the step, not the encoder; conv compiles fast
     config.parallelism = mode
-    exp = experiment.build(config, devices=devices)
-    init_rng, rng = experiment.init_rngs(config.seed)
-    state = exp.par.put_state(ts.create_state(exp.model, config, experiment.example_batch(exp), init_rng))
-    step_fn = exp.par.compile_train_step(lambda axis: ts.bind_train_step(exp.objective, axis_name=axis))
-    stream, _ = experiment.train_stream(exp, 0)
-    losses = []
-    for _ in range(steps):
-        state, metrics = step_fn(state, exp.par.put_batch(next(stream)), rng)
-        losses.append(float(metrics["loss"]))
-    return jax.device_get(state.params), losses
+    state, history = run_steps(config, devices, steps)
+    return state.params, [m["loss"] for m in history]
 
 
 @pytest.mark.parametrize("method", ["emobed"])

@@ -6,27 +6,15 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import run_steps
 from emobed_jax import checkpointing, experiment, train, train_step as ts
-
-
-def _losses(config, steps):
-    exp = experiment.build(config, devices=jax.devices()[:1])
-    init_rng, rng = experiment.init_rngs(config.seed)
-    state = exp.par.put_state(ts.create_state(exp.model, config, experiment.example_batch(exp), init_rng))
-    step_fn = exp.par.compile_train_step(lambda axis: ts.bind_train_step(exp.objective, axis_name=axis))
-    stream, _ = experiment.train_stream(exp, 0)
-    out = []
-    for _ in range(steps):
-        state, metrics = step_fn(state, exp.par.put_batch(next(stream)), rng)
-        out.append({k: float(v) for k, v in metrics.items()})
-    return out
 
 
 @pytest.mark.parametrize("method", ["monomodal", "emobed"])
 def test_loss_falls_on_a_small_problem(tiny_config, method):
     config = tiny_config(method=method, **{"optimizer.learning_rate": 3e-3, "model.encoder": "conv"})
     config.num_train_steps = 40
-    m = _losses(config, 40)
+    _, m = run_steps(config, jax.devices()[:1], 40)
     first = np.mean([x["loss"] for x in m[:5]])
     last = np.mean([x["loss"] for x in m[-5:]])
     assert last < first - 0.2, (first, last)
