@@ -214,7 +214,11 @@ def feature_statistics(data: SplitData) -> dict:
     for m, seqs in data.features.items():
         frames = [x[v] for x, v in zip(seqs, data.valid[m]) if len(x)]
         if not frames or not sum(len(f) for f in frames):
-            raise ValueError(f"modality {m!r} has no valid frame in the training split")
+            raise ValueError(
+                f"modality {m!r} has no valid frame in the training split (every example lacks "
+                f"it, or all its frames are masked); expected training data for every modality in "
+                f"config.modalities: check the dataset's files for {m!r} or leave it out of "
+                f"config.modalities")
         allf = np.concatenate(frames).astype(np.float64)
         std = allf.std(axis=0)
         stats[m] = (allf.mean(axis=0).astype(np.float32),

@@ -157,7 +157,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
     modalities = tuple(config.modalities)
     if not modalities or len(set(modalities)) != len(modalities):
         raise ValueError(f"config.modalities={modalities!r}: expected distinct modality names")
-    _check(config.target_modality, modalities, "target_modality (must be one of config.modalities)")
+    if config.target_modality not in modalities:
+        raise ValueError(f"config.target_modality={config.target_modality!r} is not valid; expected "
+                         f"one of config.modalities={list(modalities)}")
     if config.method != "monomodal" and len(modalities) < 2:
         raise ValueError(
             f"config.method={config.method!r} needs at least one auxiliary modality; "

@@ -31,6 +31,18 @@ def local_rows(global_batch_size: int) -> slice:
     return slice(index * per, (index + 1) * per)
 
 
+def agree_max(values) -> np.ndarray:
+    """The elementwise maximum of small integers over all processes (unchanged in one process).
+
+    Decisions a process takes from its own clock or signals (stop now, checkpoint now) must be
+    taken by every process at the same step, or the others wait forever in the next collective.
+    """
+    values = np.asarray(values, np.int32)
+    if jax.process_count() == 1:
+        return values
+    return np.asarray(multihost_utils.process_allgather(values)).max(axis=0)
+
+
 def _put_replicated(x, sharding):
     # device_put refuses a typed rng key for a mesh spanning several processes; its raw data works.
     if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):

@@ -19,7 +19,8 @@ import jax
 import numpy as np
 import tqdm
 
-from emobed_jax import checkpointing, eval_artifacts, evaluation, experiment, preemption, train_step as ts
+from emobed_jax import checkpointing, eval_artifacts, evaluation, experiment, parallel, preemption
+from emobed_jax import train_step as ts
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,11 @@ def _predict_fn(exp: experiment.Experiment, state, modality=None):
 
 
 def _predict(exp: experiment.Experiment, params, predict_fn, split: str, modality=None):
-    put = functools.partial(exp.par.put_batch, for_pmap=False)
+    rows = parallel.local_rows(exp.config.eval_batch_size)
+
+    def put(batch):  # each process feeds its own rows of the global eval batch
+        return exp.par.put_batch(jax.tree_util.tree_map(lambda x: x[rows], batch), for_pmap=False)
+
     outputs, embeddings = evaluation.predict(predict_fn, params, exp.splits[split],
                                              exp.config.eval_batch_size, exp.config.task,
                                              modality or exp.config.target_modality, put,
@@ -174,8 +179,10 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
             log_now = step % config.log_every_steps == 0 or last
             eval_now = step % config.eval_every_steps == 0 or last
             minutes = config.checkpoint_every_minutes
-            save_now = (step % config.checkpoint_every_steps == 0 or last or stop.signum is not None
-                        or (minutes > 0 and time.monotonic() - last_save >= 60 * minutes))
+            due = minutes > 0 and time.monotonic() - last_save >= 60 * minutes
+            # Several processes stop and checkpoint together (a no-op with one process).
+            signum, due = (int(v) for v in parallel.agree_max([stop.signum or 0, due]))
+            save_now = step % config.checkpoint_every_steps == 0 or last or signum or due
             if log_now or eval_now or save_now:
                 # Never evaluate or checkpoint a state that went through a non-finite update.
                 fetched = _check_finite(recent, skip)
@@ -203,11 +210,11 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
             if save_now:
                 latest.save(state, checkpoint_meta())
                 last_save = time.monotonic()
-            if stop.signum is not None and not last:
+            if signum and not last:
                 bar.close()
                 latest.close()
                 best.close()
-                raise preemption.Preempted(stop.signum, step, latest.directory)
+                raise preemption.Preempted(signum, step, latest.directory)
     bar.close()
     results = _final_results(exp, best, state, config_dict, step, best_step, workdir)
     if writer:

@@ -40,6 +40,18 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        _run()
+    except (ValueError, OSError) as e:
+        # Bad input (config values, files, workdir): the message says what to fix; no traceback.
+        # EMOBED_TRACEBACK=1 shows it anyway.
+        if os.environ.get("EMOBED_TRACEBACK"):
+            raise
+        sys.stderr.write(f"error: {type(e).__name__}: {e}\n")
+        sys.exit(1)
+
+
+def _run():
     import jax
 
     if _COORDINATOR.value or _DISTRIBUTED.value:

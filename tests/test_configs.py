@@ -49,7 +49,7 @@ def test_config_keys_match_base():
 
 @pytest.mark.parametrize("key,value,needle", [
     ("method", "foo", "config.method='foo' is not valid; expected one of ['monomodal', 'joint'"),
-    ("target_modality", "ecg", "target_modality (must be one of config.modalities)"),
+    ("target_modality", "ecg", "expected one of config.modalities=['audio', 'video']"),
     ("parallelism", "gspmd", "expected one of ['jit', 'pmap']"),
     ("model.encoder", "transformer", "expected one of ['lstm', 'gru', 'conv']"),
     ("batch_size", 7, "not divisible by the 2 devices"),

@@ -156,7 +156,7 @@ def test_read_annotations(tmp_path):
     path = tmp_path / "a.csv"
     path.write_text(header + "l,0,1,v1,utterance_1.mp4,0.5,-0.25,3.0\n"
                     "l,1,2,v1,utterance_2.mp4,0.1,0.2,\n"
-                    "l,2,3,v1,utterance_3.mp4,0.1,0.2,7\n"
+                    "l,2,3,v1,utterance_3.mp4,0.1,0.2,\n"
                     "l,3,4,v2,utterance_1.mp4,0,0.9,6\n")
     rows, invalid = omg_emotion.read_annotations(path)
     assert invalid == 2
