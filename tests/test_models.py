@@ -24,8 +24,8 @@ def _inputs(batch=3, frames=12, dims=None, lengths=(12, 7, 3)):
     return feats, lens, masks
 
 
-@pytest.mark.parametrize("encoder", ["lstm", "gru", "conv"])
-@pytest.mark.parametrize("level,num_outputs", [("frame", 2), ("utterance", 7)])
+@pytest.mark.parametrize("encoder,level,num_outputs", [
+    ("lstm", "frame", 2), ("gru", "utterance", 7), ("conv", "frame", 2), ("conv", "utterance", 7)])
 def test_output_shapes(encoder, level, num_outputs):
     model = emobed.EmoBedModel(modalities=("audio", "video"), level=level, num_outputs=num_outputs,
                                encoder=encoder, hidden=8, embedding_dim=6, head_hidden=(5,))

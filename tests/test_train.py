@@ -34,7 +34,7 @@ def _params(workdir):
 
 
 def test_interrupted_run_resumes_to_identical_parameters(tiny_config, tmp_path, monkeypatch):
-    config = tiny_config(method="emobed")
+    config = tiny_config(method="emobed", **{"model.encoder": "conv"})
     full = str(tmp_path / "full")
     results_full = train.train_and_evaluate(config, full, devices=jax.devices()[:1])
 
