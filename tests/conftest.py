@@ -45,12 +45,7 @@ def make_tiny_config(data_dir, **overrides):
     config.model.dropout = 0.0
     config.optimizer.warmup_steps = 2
     config.loss.align_frames = 64
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
+    config.update_from_flattened_dict(overrides)
     return config
 
 

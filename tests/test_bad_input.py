@@ -82,12 +82,7 @@ def _dataset_config(tmp_path, name: str, builder_config: str, manual_dir, modali
     config.data.manual_dir, config.data.data_dir = str(manual_dir), str(tmp_path / "data")
     config.modalities, config.target_modality = tuple(modalities), modalities[0]
     config.model.encoder = "conv"
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        target = config
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
+    config.update_from_flattened_dict(overrides)
     return config
 
 

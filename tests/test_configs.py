@@ -57,11 +57,7 @@ def test_config_keys_match_base():
 ])
 def test_invalid_values_name_key_and_valid_ones(key, value, needle):
     config = default_config.get_base_config()
-    target = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-        target = target[p]
-    target[leaf] = value
+    config.update_from_flattened_dict({key: value})
     with pytest.raises(ValueError) as e:
         default_config.validate_config(config, num_devices=2)
     assert needle in str(e.value)
