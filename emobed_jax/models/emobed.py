@@ -26,6 +26,7 @@ class EmoBedModel(nn.Module):
       level: 'frame' (one output per frame) or 'utterance' (pooled, one output per example).
       num_outputs: 2 for arousal/valence regression, the class count for classification.
       encoder, hidden, num_layers, bidirectional, kernel_size, dropout: encoder settings.
+      rnn_impl: LSTM implementation, 'fused' (hand-written VJP, faster) or 'flax' (nn.RNN).
       pooling: 'mean' or 'attention' (utterance level only).
       embedding_dim: size of the shared embedding.
       projector_activation: 'tanh', 'relu' or 'linear'.
@@ -36,6 +37,7 @@ class EmoBedModel(nn.Module):
     level: str = "frame"
     num_outputs: int = 2
     encoder: str = "lstm"
+    rnn_impl: str = "fused"
     hidden: int = 64
     num_layers: int = 2
     bidirectional: bool = True
@@ -71,8 +73,8 @@ class EmoBedModel(nn.Module):
         embeddings, outputs = {}, {}
         for m in sorted(features):
             h = encoders.make_encoder(self.encoder, self.hidden, self.num_layers, self.bidirectional,
-                                      self.kernel_size, self.dropout, name=f"encoder_{m}")(
-                                          features[m], lengths[m], train)
+                                      self.kernel_size, self.dropout, name=f"encoder_{m}",
+                                      rnn_impl=self.rnn_impl)(features[m], lengths[m], train)
             if self.level == "utterance":
                 if self.pooling == "attention":
                     h = encoders.AttentionPool(name=f"pool_{m}")(h, masks[m])
@@ -100,6 +102,7 @@ def model_from_config(config: ml_collections.ConfigDict, level: str, num_outputs
                   else tuple(config.modalities))
     return EmoBedModel(
         modalities=modalities, level=level, num_outputs=num_outputs, encoder=m.encoder,
+        rnn_impl=m.rnn_impl,
         hidden=m.hidden, num_layers=m.num_layers, bidirectional=m.bidirectional,
         kernel_size=m.kernel_size, dropout=m.dropout, pooling=m.pooling,
         embedding_dim=m.embedding_dim, projector_activation=m.projector_activation,

@@ -106,9 +106,10 @@ class RecurrentEncoder(nn.Module):
         for _ in range(self.num_layers):
             cells = []
             for _ in reverse:
-                cells.append(_CellParams(self.hidden, name=f"OptimizedLSTMCell_{cell}")(h.shape[-1]))
+                params = _CellParams(self.hidden, name=f"OptimizedLSTMCell_{cell}")(h.shape[-1])
+                cells.append(params)
                 cell += 1
-            outs = fast_lstm.lstm_stack([h], [lengths], [cells], reverse)[0]
+            outs = fast_lstm.lstm_layer(h, lengths, cells, reverse)
             h = jnp.concatenate(outs, axis=-1)
             if train and self.dropout > 0:
                 # The keep mask is drawn batch-major, as nn.Dropout draws it in the flax path.
@@ -168,11 +169,13 @@ class AttentionPool(nn.Module):
 
 
 def make_encoder(kind: str, hidden: int, num_layers: int, bidirectional: bool,
-                 kernel_size: int, dropout: float, name: str) -> nn.Module:
-    """Builds the encoder named by `kind` ('lstm', 'gru' or 'conv')."""
+                 kernel_size: int, dropout: float, name: str, rnn_impl: str = "fused") -> nn.Module:
+    """Builds the encoder named by `kind` ('lstm', 'gru' or 'conv'); `rnn_impl` as in
+    `RecurrentEncoder`."""
     if kind in ("lstm", "gru"):
         return RecurrentEncoder(cell=kind, hidden=hidden, num_layers=num_layers,
-                                bidirectional=bidirectional, dropout=dropout, name=name)
+                                bidirectional=bidirectional, dropout=dropout, name=name,
+                                rnn_impl=rnn_impl)
     if kind == "conv":
         return ConvEncoder(hidden=hidden, num_layers=num_layers, kernel_size=kernel_size,
                            dropout=dropout, name=name)

@@ -1,24 +1,29 @@
 """A fused (bi)directional LSTM with a hand-written VJP, equivalent to flax `nn.RNN` +
-`nn.OptimizedLSTMCell` with `seq_lengths`.
+`nn.OptimizedLSTMCell` with `seq_lengths` (`RecurrentEncoder(rnn_impl='fused')`).
 
 Why: on a CPU the straightforward Flax layer spends most of a training step in ~1,200 small scan
-iterations (forward and backward, per direction and layer), each with its own matmul and, in the
-backward scan, a weight-gradient update. Here:
+iterations (forward and backward, per direction and layer), each with its own input matmul and,
+in the backward scan, a weight-gradient update. Here (`lstm_streams`):
 
-* the input projections of all time steps are one matmul outside the scan;
-* all directions (and, through `lstm_stack`, any number of independent LSTMs with the same hidden
-  size and length) advance in one scan: their states are a batch of "streams" `[N, B, H]`, each
-  stream with its own recurrent kernel (a batched matmul);
-* the backward scan propagates only the state gradients; the recurrent-kernel gradient is one
-  matmul over all time steps afterwards, and the input-kernel and bias gradients come from
-  autodiff of the outside projection (again one matmul each).
+* the input projections of all time steps are one matmul per stream, outside the loop;
+* the directions of a layer are "streams" `[N, B, H]` of one loop, each with its own kernels (a
+  batched matmul per step);
+* the backward loop carries only the two state gradients and stores the pre-activation gradient
+  of each step; the kernel, bias and input gradients are one matmul (or sum) each over all time
+  steps afterwards.
 
-Variable lengths: a backward stream runs over the time-reversed sequence, and its state is held at
-zero over the padded frames `t >= length`, so it starts from the zero state at each sequence's last
-valid frame, exactly like `nn.RNN(reverse=True, seq_lengths=...)`. Outputs at padded frames are
-zero (flax leaves arbitrary values there; `RecurrentEncoder` zeroes them anyway), and padded
-frames never influence valid ones. The parameters are flax's `OptimizedLSTMCell` kernels,
-concatenated over the gates in (i, f, g, o) order: see `cell_kernels`.
+Variable lengths: a backward stream reads the time-reversed frames, and its state is held at
+exactly zero over the padded frames (its i and f gates are forced to 0), so it starts from the
+zero state at each sequence's last valid frame, like `nn.RNN(reverse=True, seq_lengths=...)`.
+Outputs at padded frames are zero (flax leaves arbitrary values there; `RecurrentEncoder` zeroes
+them anyway) and padded frames never influence valid ones, nor receive gradient. The parameters
+are flax's `OptimizedLSTMCell` kernels, concatenated over the gates in (i, f, g, o) order
+(`cell_kernels`), so checkpoints are interchangeable with the flax implementation.
+
+Layouts are chosen for XLA:CPU: streams-major `[N, T, B, ...]` so the weight-gradient matmuls
+need no transposes; per-step states stored with the gates on a major axis, because elementwise
+kernels that slice gates out of the minor axis compile to slow code; no reshape of (T, B) into
+one axis, which under a batch-sharded `jit` would force an all-gather.
 """
 from __future__ import annotations
 
@@ -46,123 +51,130 @@ def cell_kernels(cell_params: Mapping) -> tuple[jax.Array, jax.Array, jax.Array]
     return w_i, w_h, b
 
 
-def _cell_forward(z: jax.Array, c_prev: jax.Array, m: jax.Array):
-    """Gate activations and the masked new state from pre-activations `z [..., 4H]`."""
-    zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
-    i, f, o = jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jax.nn.sigmoid(zo)
-    g = jnp.tanh(zg)
-    c = m * (f * c_prev + i * g)
-    h = o * jnp.tanh(c)
-    return i, f, g, o, c, h
+def _gate_constants(hidden: int, dtype):
+    """(alpha, beta) with sigmoid(z) = tanh(z / 2) / 2 + 1/2 on the i, f, o blocks, tanh on g."""
+    half = jnp.full((hidden,), 0.5, dtype)
+    alpha = jnp.concatenate([half, half, jnp.ones((hidden,), dtype), half])
+    beta = jnp.concatenate([half, half, jnp.zeros((hidden,), dtype), half])
+    return alpha, beta
 
 
-def _recurrence_fwd_impl(gx, w_h, mask):
-    """Runs the streams; returns outputs and what the backward pass needs."""
-    _, n, b, four_h = gx.shape
-    hidden = four_h // 4
-    zeros = jnp.zeros((n, b, hidden), gx.dtype)
+# Added to the i and f pre-activations of held (padded) steps: both gates become exactly 0, so
+# c = f c + i g = 0 and h = o tanh(0) = 0 without a mask in the loop, and no gradient crosses.
+_HOLD = -1e9
 
-    def step(carry, inputs):
-        h_prev, c_prev = carry
-        gx_t, m_t = inputs
-        z = gx_t + jnp.einsum("nbh,nhg->nbg", h_prev, w_h)
-        i, f, g, o, c, h = _cell_forward(z, c_prev, m_t)
-        return (h, c), (h, c, jnp.concatenate([i, f, g, o], axis=-1))
 
-    _, (h, c, acts) = jax.lax.scan(step, (zeros, zeros), (gx, mask))
-    return h, (h, c, acts)
+def _forward(xs, w_i, w_h, b, hold):
+    """Runs the streams. Returns `S [N, T + 1, 6, B, H]`: slot t + 1 holds (h, c, i, f, g, o) of
+    step t, slot 0 the zero initial state."""
+    n, t_len, batch, _ = xs.shape
+    hidden = w_h.shape[1]
+    alpha, beta = _gate_constants(hidden, xs.dtype)
+    hold_gates = jnp.concatenate([jnp.full((2 * hidden,), _HOLD, xs.dtype),
+                                  jnp.zeros((2 * hidden,), xs.dtype)])
+    # The input projections of all steps: one matmul per stream, outside the loop.
+    gx = jnp.einsum("ntbd,ndg->ntbg", xs, w_i) + b[:, None, None, :] + hold * hold_gates
+    zeros = jnp.zeros((n, batch, hidden), xs.dtype)
+
+    def step(s, carry):
+        h, c, states = carry
+        z = jax.lax.dynamic_index_in_dim(gx, s, 1, keepdims=False) + jnp.einsum(
+            "nbh,nhg->nbg", h, w_h)
+        # One tanh over all four gates (sigmoid written through tanh) vectorises well on CPU.
+        act = jnp.tanh(z * alpha) * alpha + beta
+        i, f, g, o = jnp.split(act, 4, axis=-1)
+        c = f * c + i * g
+        h = o * jnp.tanh(c)
+        # Gates stacked on a major axis: the backward loop reads them without lane shuffles.
+        states = jax.lax.dynamic_update_index_in_dim(
+            states, jnp.stack([h, c, i, f, g, o], axis=1), s + 1, 1)
+        return h, c, states
+
+    states = jnp.zeros((n, t_len + 1, 6, batch, hidden), xs.dtype)
+    return jax.lax.fori_loop(0, t_len, step, (zeros, zeros, states))[2]
 
 
 @jax.custom_vjp
-def lstm_recurrence(gx: jax.Array, w_h: jax.Array, mask: jax.Array) -> jax.Array:
-    """The LSTM recurrence of N independent streams over time-major gate inputs.
+def lstm_streams(xs: jax.Array, w_i: jax.Array, w_h: jax.Array, b: jax.Array,
+                 hold: jax.Array) -> jax.Array:
+    """N independent LSTM streams (one layer), each with its own parameters.
 
     Args:
-      gx: `[T, N, B, 4H]` input pre-activations (input projection plus bias), gates (i, f, g, o).
-      w_h: `[N, H, 4H]` recurrent kernels, one per stream.
-      mask: `[T, N, B, 1]` 1 where a stream's state is live, 0 where it is held at zero.
+      xs: `[N, T, B, D]` stream inputs, in each stream's processing order.
+      w_i: `[N, D, 4H]` input kernels, gates (i, f, g, o).
+      w_h: `[N, H, 4H]` recurrent kernels.
+      b: `[N, 4H]` biases.
+      hold: `[N, T, B, 1]` 1 where a stream's state is held at zero (padding), else 0.
 
     Returns:
-      `[T, N, B, H]` hidden states (zero where `mask` is 0), starting from the zero state.
+      `[N, T, B, H]` hidden states, zero where `hold` is 1, from the zero initial state.
     """
-    return _recurrence_fwd_impl(gx, w_h, mask)[0]
+    return _forward(xs, w_i, w_h, b, hold)[:, 1:, 0]
 
 
-def _recurrence_fwd(gx, w_h, mask):
-    h, (_, c, acts) = _recurrence_fwd_impl(gx, w_h, mask)
-    return h, (h, c, acts, w_h, mask)
+def _streams_fwd(xs, w_i, w_h, b, hold):
+    states = _forward(xs, w_i, w_h, b, hold)
+    return states[:, 1:, 0], (xs, w_i, w_h, hold, states)
 
 
-def _recurrence_bwd(res, dh_out):
-    h, c, acts, w_h, mask = res
-    n, b, hidden = h.shape[1:]
-    zeros = jnp.zeros((n, b, hidden), h.dtype)
-    c_prev = jnp.concatenate([zeros[None], c[:-1]], axis=0)
+def _streams_bwd(res, dy):
+    xs, w_i, w_h, hold, states = res
+    n, t_len, batch, _ = xs.shape
+    hidden = w_h.shape[1]
+    zeros = jnp.zeros((n, batch, hidden), xs.dtype)
     w_h_t = jnp.swapaxes(w_h, 1, 2)
 
-    def step(carry, inputs):
-        dh_next, dc_next = carry
-        dh_t, act, c_t, cp_t, m_t = inputs
-        i, f, g, o = jnp.split(act, 4, axis=-1)
-        tc = jnp.tanh(c_t)
-        dh = dh_t + dh_next
-        # c_t = m * (f * c_prev + i * g) and h_t = o * tanh(c_t): the mask zeroes the gradient
-        # of the pre-mask cell state, so no gradient crosses a held (padded) frame.
-        dc = m_t * (dc_next + dh * o * (1.0 - tc * tc))
-        dz = jnp.concatenate([dc * g * i * (1.0 - i), dc * cp_t * f * (1.0 - f),
+    def step(k, carry):
+        # The backward scan carries only the two state gradients; the pre-activation gradient
+        # dz of every step is stored for the weight gradients below.
+        s = t_len - 1 - k
+        dh_next, dc_next, dzs = carry
+        st = jax.lax.dynamic_index_in_dim(states, s + 1, 1, keepdims=False)
+        c_prev = jax.lax.dynamic_index_in_dim(states, s, 1, keepdims=False)[:, 1]
+        c, i, f, g, o = st[:, 1], st[:, 2], st[:, 3], st[:, 4], st[:, 5]
+        dh = jax.lax.dynamic_index_in_dim(dy, s, 1, keepdims=False) + dh_next
+        tc = jnp.tanh(c)
+        dc = dc_next + dh * o * (1.0 - tc * tc)
+        dz = jnp.concatenate([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
                               dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)], axis=-1)
-        dh_prev = jnp.einsum("nbg,ngh->nbh", dz, w_h_t)
-        return (dh_prev, dc * f), dz
+        dzs = jax.lax.dynamic_update_index_in_dim(dzs, dz, s, 1)
+        return jnp.einsum("nbg,ngh->nbh", dz, w_h_t), dc * f, dzs
 
-    _, dz = jax.lax.scan(step, (zeros, zeros), (dh_out, acts, c, c_prev, mask), reverse=True)
-    h_prev = jnp.concatenate([zeros[None], h[:-1]], axis=0)
-    # The recurrent-kernel gradient of all time steps at once (not inside the scan).
-    dw_h = jnp.einsum("tnbh,tnbg->nhg", h_prev, dz)
-    return dz, dw_h, jnp.zeros_like(mask)
+    dzs = jnp.zeros((n, t_len, batch, 4 * hidden), xs.dtype)
+    dzs = jax.lax.fori_loop(0, t_len, step, (zeros, zeros, dzs))[2]
+    # Weight, bias and input gradients of all time steps: one matmul each, after the loop. (No
+    # reshape of (T, B) into one axis: under a batch-sharded jit that would force an all-gather.)
+    h_prev = states[:, :t_len, 0]
+    dw_h = jnp.einsum("ntbh,ntbg->nhg", h_prev, dzs)
+    dw_i = jnp.einsum("ntbd,ntbg->ndg", xs, dzs)
+    dxs = jnp.einsum("ntbg,ndg->ntbd", dzs, w_i)
+    return dxs, dw_i, dw_h, jnp.sum(dzs, axis=(1, 2)), jnp.zeros_like(hold)
 
 
-lstm_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+lstm_streams.defvjp(_streams_fwd, _streams_bwd)
 
 
-def lstm_stack(inputs: Sequence[jax.Array], lengths: Sequence[jax.Array],
-               cells: Sequence[Sequence[Mapping]], reverse: Sequence[bool]) -> list[list[jax.Array]]:
-    """One LSTM layer for several independent sequences and directions, in a single scan.
-
-    All sequences share the time length T and batch size B (they are stacked as streams); input
-    sizes may differ.
+def lstm_layer(x: jax.Array, lengths: jax.Array, cells: Sequence[Mapping],
+               reverse: Sequence[bool]) -> list[jax.Array]:
+    """One (bi)directional LSTM layer: every direction is a stream of one `lstm_streams` call.
 
     Args:
-      inputs: per sequence, time-major frames `[T, B, D_k]`.
-      lengths: per sequence, valid frame counts `[B]`.
-      cells: per sequence, one flax `OptimizedLSTMCell` param dict per direction.
-      reverse: per direction (the same for every sequence), whether it runs backwards in time.
+      x: time-major frames `[T, B, D]`.
+      lengths: valid frame counts `[B]`.
+      cells: one flax `OptimizedLSTMCell` param dict per direction.
+      reverse: per direction, whether it runs backwards in time.
 
     Returns:
-      Per sequence, per direction, time-major outputs `[T, B, H]` in the original time order
-      (zero at padded frames).
+      Per direction, time-major outputs `[T, B, H]` in the original time order (zero at padded
+      frames).
     """
-    num_frames = inputs[0].shape[0]
-    time = jnp.arange(num_frames)
-    gx, w_h, masks = [], [], []
-    for x, length, seq_cells in zip(inputs, lengths, cells):
-        kernels = [cell_kernels(p) for p in seq_cells]
-        w_i = jnp.concatenate([k[0] for k in kernels], axis=-1)
-        bias = jnp.concatenate([k[2] for k in kernels], axis=-1)
-        # Every direction's input projection in one matmul over all time steps.
-        proj = jnp.einsum("tbd,dg->tbg", x, w_i) + bias
-        valid = (time[:, None] < length[None, :]).astype(x.dtype)[..., None]  # [T, B, 1]
-        for d, (rev, k) in enumerate(zip(reverse, kernels)):
-            block = proj[..., d * k[1].shape[-1]:(d + 1) * k[1].shape[-1]]
-            gx.append(jnp.flip(block, 0) if rev else block)
-            masks.append(jnp.flip(valid, 0) if rev else valid)
-            w_h.append(k[1])
-    h = lstm_recurrence(jnp.stack(gx, axis=1), jnp.stack(w_h), jnp.stack(masks, axis=1))
-    outputs, stream = [], 0
-    for _ in inputs:
-        per_dir = []
-        for rev in reverse:
-            out = h[:, stream]
-            per_dir.append(jnp.flip(out, 0) if rev else out)
-            stream += 1
-        outputs.append(per_dir)
-    return outputs
+    num_frames = x.shape[0]
+    valid = (jnp.arange(num_frames)[:, None] < lengths[None, :]).astype(x.dtype)[..., None]
+    # A reversed stream reads the time-reversed frames: its padding comes first and is held at
+    # zero, so it starts from the zero state at each sequence's last valid frame.
+    xs = jnp.stack([jnp.flip(x, 0) if rev else x for rev in reverse])
+    hold = 1.0 - jnp.stack([jnp.flip(valid, 0) if rev else valid for rev in reverse])
+    kernels = [cell_kernels(p) for p in cells]
+    w_i, w_h, b = (jnp.stack([k[j] for k in kernels]) for j in range(3))
+    h = lstm_streams(xs, w_i, w_h, b, hold)
+    return [jnp.flip(h[d], 0) if rev else h[d] for d, rev in enumerate(reverse)]

@@ -1,0 +1,404 @@
+"""Speed of the training step against a plain PyTorch implementation of the same shapes.
+
+    python experiments/benchmark.py --shape=recola_blstm|crossmodal [--batch=32 --length=300]
+        [--steps=20] [--rnn_impl=fused,flax] [--devices=N] --output=FILE.json
+
+The shapes and every measured quantity are described in docs/benchmark.md (README "Speed").
+JAX runs the project's own `train_step` under `jit` over a `--devices`-device data mesh (default:
+one XLA host device per CPU core, set before jax is imported); PyTorch runs in a child process
+(`torch_reference.TorchProcess`), their repeats alternating. Preload tcmalloc where installed
+(`LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4`); the output says whether it was.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+SHAPES = {"recola_blstm": {"audio": 88}, "crossmodal": {"audio": 88, "video": 40}}
+TCMALLOC_PATHS = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+                  "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command-line flags."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", choices=sorted(SHAPES), default="recola_blstm")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--length", type=int, default=300)
+    p.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rnn_impl", default="fused", help="'fused', 'flax' or 'fused,flax'")
+    p.add_argument("--devices", type=int, default=0,
+                   help="XLA host devices for the data mesh (0: one per CPU core)")
+    p.add_argument("--torch", choices=("auto", "false"), default="auto",
+                   help="compare with PyTorch when it is installed")
+    p.add_argument("--torch_threads", type=int, default=0, help="0: one per CPU core")
+    p.add_argument("--scaling", choices=("true", "false"), default="true",
+                   help="also time lengths 100/300/1000 and batches 8/32/128")
+    p.add_argument("--scaling_steps", type=int, default=3)
+    p.add_argument("--pipeline_batches", type=int, default=20)
+    p.add_argument("--wait_idle", type=float, default=0.0,
+                   help="on a shared machine: before each timed block wait up to this many "
+                        "seconds for the other cores to be idle")
+    p.add_argument("--output", required=True, help="JSON file to write")
+    args = p.parse_args(argv)
+    for key in ("batch", "length", "steps", "repeats", "scaling_steps", "pipeline_batches"):
+        if getattr(args, key) <= 0:
+            p.error(f"--{key}={getattr(args, key)}: expected a positive integer")
+    return args
+
+
+def tcmalloc_status() -> dict:
+    """Whether tcmalloc is installed and whether it is loaded into this process."""
+    try:
+        with open("/proc/self/maps") as f:
+            loaded = "tcmalloc" in f.read()
+    except OSError:
+        loaded = "tcmalloc" in os.environ.get("LD_PRELOAD", "")
+    installed = next((p for p in TCMALLOC_PATHS if os.path.exists(p)), None)
+    return {"loaded": loaded, "installed": installed}
+
+
+class BusyMeter:
+    """CPU time the rest of the machine used while the block ran, in cores (Linux only).
+
+    `exclude` seconds (CPU time of a child process the block waited for) count as own time.
+    """
+
+    def __enter__(self):
+        self._t, self._all, self._own = time.perf_counter(), _machine_busy(), _own_cpu()
+        self.exclude = 0.0
+        return self
+
+    def __exit__(self, *exc):
+        elapsed = time.perf_counter() - self._t
+        other = (_machine_busy() - self._all) - (_own_cpu() - self._own) - self.exclude
+        self.other_cores = max(other, 0.0) / elapsed if elapsed > 0 else 0.0
+
+
+def _machine_busy() -> float:
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu() -> float:
+    return sum(os.times()[:2])
+
+
+def wait_until_idle(max_s: float, threshold: float = 0.15) -> bool:
+    """Polls until the machine used < `threshold` cores over 0.5 s; False on timeout.
+
+    Counts this process too: its idle worker threads may still be spinning after the last step.
+    """
+    deadline = time.perf_counter() + max_s
+    while True:
+        start, busy = time.perf_counter(), _machine_busy()
+        time.sleep(0.5)
+        if (_machine_busy() - busy) / (time.perf_counter() - start) < threshold:
+            return True
+        if time.perf_counter() > deadline:
+            return False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (VmHWM, Linux), MiB."""
+    with open("/proc/self/status") as f:
+        return next(int(v.split()[1]) / 1024.0 for v in f if v.startswith("VmHWM:"))
+
+
+def synthetic_batch(dims: dict, batch: int, length: int, seed: int = 0) -> dict:
+    """A full-length training batch in the project's batch layout (random frames and labels)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)[None, :, None]
+    targets = np.tanh(np.sin(t / 25.0 + rng.uniform(0, 6, (batch, 1, 2))) +
+                      0.1 * rng.standard_normal((batch, length, 2))).astype(np.float32)
+    return {
+        "features": {m: rng.standard_normal((batch, length, d)).astype(np.float32)
+                     for m, d in dims.items()},
+        "lengths": {m: np.full((batch,), length, np.int32) for m in dims},
+        "masks": {m: np.ones((batch, length), np.float32) for m in dims},
+        "targets": targets,
+        "target_mask": np.ones((batch, length), np.float32),
+        "index": np.arange(batch, dtype=np.int32),
+    }
+
+
+def _median(values):
+    return float(statistics.median(values)) if values else None
+
+
+class JaxRunner:
+    """The project's model, objective and train step for one shape, compiled for the mesh."""
+
+    def __init__(self, dims: dict, batch: dict, impl: str):
+        import jax
+        import jax.numpy as jnp
+        import numpy as np
+        import optax
+
+        from emobed_jax import objective as objective_lib, parallel, train_step
+        from emobed_jax.losses import mining
+        from emobed_jax.models import emobed
+
+        mods = tuple(sorted(dims))
+        self.model = emobed.EmoBedModel(
+            modalities=mods, level="frame", num_outputs=2, encoder="lstm", hidden=64, num_layers=2,
+            bidirectional=True, dropout=0.0, embedding_dim=64, projector_activation="tanh",
+            head_hidden=(32,), rnn_impl=impl)
+        self.edges = mining.quantile_edges(batch["targets"].reshape(-1, 2), 3)
+        obj = objective_lib.Objective(
+            method="monomodal" if len(mods) == 1 else "emobed", target="audio", modalities=mods,
+            task="arousal_valence", level="frame", regression="ccc", w_aux=1.0, w_align=1.0,
+            align="triplet", margin=0.2, mining="batch_hard", direction="both", positives="bins",
+            align_frames=256, bin_edges=tuple(tuple(float(v) for v in e) for e in self.edges))
+        par = parallel.Parallel("jit", parallel.make_mesh())
+        one = {k: {m: jnp.asarray(v[m][:1]) for m in mods} for k, v in batch.items()
+               if k in ("features", "lengths", "masks")}
+        params = jax.jit(self.model.init)(jax.random.key(0), one["features"], one["lengths"],
+                                          one["masks"])["params"]
+        state = train_step.TrainState.create(apply_fn=self.model.apply, params=params,
+                                             tx=optax.adam(1e-3),
+                                             skipped=jnp.zeros((), jnp.int32))
+        self.state = par.put_state(state)
+        self.batch = par.put_batch(batch)
+        self.key = jax.random.key(1)
+        step = par.compile_train_step(
+            lambda axis: train_step.bind_train_step(obj, axis_name=axis))
+        start = time.perf_counter()
+        self.step_fn = step.lower(self.state, self.batch, self.key).compile()
+        self.compile_s = time.perf_counter() - start
+        predict = jax.jit(functools.partial(train_step.predict_step, apply_fn=self.model.apply,
+                                            modalities=("audio",)))
+        self.predict_fn = predict.lower(self.state.params, self.batch).compile()
+        self._block = jax.block_until_ready
+        self.loss = None
+
+    def step(self) -> None:
+        self.state, metrics = self.step_fn(self.state, self.batch, self.key)
+        self.loss = self._block(metrics["loss"])
+
+    def predict_time(self, repeats: int = 5) -> float:
+        """Median seconds of one monomodal forward pass over the batch."""
+        def forward():
+            self._block(self.predict_fn(self.state.params, self.batch))
+
+        return _median(time_steps(forward, repeats + 1)[1:])
+
+
+def time_steps(step, steps: int) -> list:
+    """Seconds of each of `steps` calls of `step`."""
+    times = [time.perf_counter()]
+    for _ in range(steps):
+        step()
+        times.append(time.perf_counter())
+    return [b - a for a, b in zip(times, times[1:])]
+
+
+def pipeline_throughput(dims: dict, batch: int, length: int, num_batches: int) -> float:
+    """Examples per second of the project's grain training pipeline for this batch shape."""
+    import grain
+    import numpy as np
+
+    from emobed_jax import batching, data_loading
+
+    rng = np.random.default_rng(0)
+    recordings, frames = 16, 4 * length
+    data = data_loading.SplitData(
+        names=[f"train_{i}" for i in range(recordings)],
+        features={m: [rng.standard_normal((frames, d)).astype(np.float32)
+                      for _ in range(recordings)] for m, d in dims.items()},
+        valid={m: [np.ones(frames, bool) for _ in range(recordings)] for m in dims},
+        regression=[rng.uniform(-1, 1, (frames, 2)).astype(np.float32) for _ in range(recordings)],
+        categories=None, extra={}, nonfinite_frames={m: 0 for m in dims})
+    examples = batching.prepare_examples(data, "frame", "arousal_valence", tuple(sorted(dims)),
+                                         np.zeros(2, np.int64))
+    specs = batching.window_specs(examples, list(range(recordings)), length, max(length // 2, 1))
+    ds = batching.train_dataset(examples, specs, batch, 0, "arousal_valence",
+                                {m: length for m in dims})
+    it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
+    next(it)
+    start = time.perf_counter()
+    for _ in range(num_batches):
+        next(it)
+    return num_batches * batch / (time.perf_counter() - start)
+
+
+def _torch_step(dims, batch, edges, threads):
+    import tempfile
+
+    import torch_reference
+
+    with tempfile.TemporaryDirectory() as workdir:
+        return torch_reference.TorchProcess(dims, batch, edges, threads, workdir)
+
+
+def measure(args) -> dict:
+    """Runs every measurement of the benchmark; returns the JSON-ready results."""
+    import jax
+
+    import torch_reference
+
+    dims = SHAPES[args.shape]
+    impls = [i.strip() for i in args.rnn_impl.split(",") if i.strip()]
+    use_torch = args.torch == "auto" and torch_reference.available()
+    threads = args.torch_threads or os.cpu_count() or 1
+    batch = synthetic_batch(dims, args.batch, args.length)
+    result = {"shape": args.shape, "batch": args.batch, "length": args.length,
+              "steps": args.steps, "repeats": args.repeats, "devices": jax.device_count(),
+              "cpu_count": os.cpu_count(), "tcmalloc": tcmalloc_status(),
+              "versions": {"jax": jax.__version__, "python": platform.python_version()}}
+    runners = {impl: JaxRunner(dims, batch, impl) for impl in impls}
+    for r in runners.values():
+        time_steps(r.step, 2)
+    result["jax_peak_rss_mb"] = peak_rss_mb()
+    torch_runner = None
+    if use_torch:
+        torch_runner = _torch_step(dims, batch, runners[impls[0]].edges, threads)
+        result["versions"]["torch"] = torch_runner.ready["torch"]
+        torch_runner.time_steps(2)
+    elif args.torch == "auto":
+        print("PyTorch is not installed: skipping the comparison "
+              "(pip install torch==2.13.0 to compare).")
+    per = {name: [] for name in list(runners) + (["torch"] if torch_runner else [])}
+    busy = []
+    for _ in range(args.repeats):  # interleaved, so machine load hits every runner alike
+        for name in per:
+            if args.wait_idle > 0:
+                wait_until_idle(args.wait_idle)
+            with BusyMeter() as meter:
+                if name == "torch":  # the child's own per-step times
+                    times, meter.exclude = torch_runner.time_steps(args.steps, with_cpu=True)
+                    per[name].append(_median(times))
+                else:
+                    per[name].append(_median(time_steps(runners[name].step, args.steps)))
+            busy.append(meter.other_cores)
+    frames = args.batch * args.length
+    result["jax"] = {}
+    for name, r in runners.items():
+        ms = 1000 * _median(per[name])
+        result["jax"][name] = {"step_ms": ms, "step_ms_repeats": [1000 * v for v in per[name]],
+                               "steps_per_s": 1000 / ms, "frames_per_s": frames * 1000 / ms,
+                               "compile_s": r.compile_s, "final_loss": float(r.loss)}
+    result["torch"] = None
+    if torch_runner:
+        ms = 1000 * _median(per["torch"])
+        result["torch"] = {"step_ms": ms, "step_ms_repeats": [1000 * v for v in per["torch"]],
+                           "steps_per_s": 1000 / ms, "frames_per_s": frames * 1000 / ms,
+                           "threads": threads}
+        result["speedup_vs_torch"] = {n: ms / v["step_ms"] for n, v in result["jax"].items()}
+    result["other_cores_busy"] = {"median": _median(busy), "max": max(busy)}
+    first = runners[impls[0]]
+    step_s = result["jax"][impls[0]]["step_ms"] / 1000
+    pipe = pipeline_throughput(dims, args.batch, args.length, args.pipeline_batches)
+    result["pipeline"] = {"examples_per_s": pipe, "step_examples_per_s": args.batch / step_s,
+                          "ratio": pipe * step_s / args.batch}
+    result["eval"] = {"jax_frames_per_s": frames / first.predict_time()}
+    if torch_runner:
+        result["eval"]["torch_frames_per_s"] = frames / torch_runner.predict_time()
+    result["scaling"] = []
+    if args.scaling == "true":
+        result["scaling"] = scaling(args, dims, impls[0], threads, result)
+    result["peak_rss_mb"] = peak_rss_mb()
+    if torch_runner:
+        result["torch"]["peak_rss_mb"] = torch_runner.peak_rss_mb()
+        torch_runner.close()
+    return result
+
+
+def scaling(args, dims, impl, threads, result) -> list:
+    """Step time for lengths 100/300/1000 (at --batch) and batches 8/32/128 (at --length)."""
+    points = [(args.batch, t) for t in (100, 300, 1000)] + [(b, args.length) for b in (8, 32, 128)]
+    rows = []
+    for b, t in dict.fromkeys(points):
+        if b % result["devices"]:
+            continue
+        row = {"batch": b, "length": t}
+        batch = synthetic_batch(dims, b, t)
+        runner = JaxRunner(dims, batch, impl)
+        time_steps(runner.step, 1)
+        if args.wait_idle > 0:
+            wait_until_idle(args.wait_idle)
+        row["jax_step_ms"] = 1000 * _median(time_steps(runner.step, args.scaling_steps))
+        row["jax_compile_s"] = runner.compile_s
+        if result["torch"]:
+            torch_runner = _torch_step(dims, batch, runner.edges, threads)
+            torch_runner.time_steps(1)
+            if args.wait_idle > 0:
+                wait_until_idle(args.wait_idle)
+            row["torch_step_ms"] = 1000 * _median(torch_runner.time_steps(args.scaling_steps))
+            torch_runner.close()
+        rows.append(row)
+        del runner
+    return rows
+
+
+def format_table(result: dict) -> str:
+    """A plain-text summary of `measure`'s result."""
+    tcmalloc = "yes" if result["tcmalloc"]["loaded"] else "no"
+    lines = [f"shape={result['shape']} batch={result['batch']} length={result['length']} "
+             f"devices={result['devices']} tcmalloc={tcmalloc} "
+             f"other-cores-busy={result['other_cores_busy']['median']:.2f}",
+             f"{'implementation':<16}{'ms/step':>10}{'steps/s':>10}{'frames/s':>12}"
+             f"{'compile s':>11}{'vs torch':>10}"]
+    rows = [("jax-" + n, r, r["compile_s"], result.get("speedup_vs_torch", {}).get(n))
+            for n, r in result["jax"].items()]
+    rows += [("torch", result["torch"], None, 1.0)] if result["torch"] else []
+    for name, r, compile_s, speed in rows:
+        lines.append(f"{name:<16}{r['step_ms']:>10.1f}{r['steps_per_s']:>10.2f}"
+                     f"{r['frames_per_s']:>12.0f}{(f'{compile_s:.2f}' if compile_s else '-'):>11}"
+                     f"{(f'{speed:.2f}x' if speed else '-'):>10}")
+    p = result["pipeline"]
+    lines.append(f"input pipeline: {p['examples_per_s']:.0f} examples/s, the step consumes "
+                 f"{p['step_examples_per_s']:.0f} ({p['ratio']:.1f}x)")
+    e = result["eval"]
+    lines.append(f"evaluation (forward, target modality): jax {e['jax_frames_per_s']:.0f} frames/s"
+                 + (f", torch {e['torch_frames_per_s']:.0f}" if "torch_frames_per_s" in e else ""))
+    for row in result["scaling"]:
+        torch_ms = f"  torch {row['torch_step_ms']:8.1f} ms" if "torch_step_ms" in row else ""
+        lines.append(f"scaling B={row['batch']:<4} T={row['length']:<5} "
+                     f"jax {row['jax_step_ms']:8.1f} ms{torch_ms}")
+    torch_rss = (f", torch process {result['torch']['peak_rss_mb']:.0f} MiB"
+                 if result["torch"] else "")
+    lines.append(f"peak RSS: jax process {result['peak_rss_mb']:.0f} MiB{torch_rss}")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    """Runs the benchmark, prints the table and writes `args.output`."""
+    tc = tcmalloc_status()
+    if not tc["loaded"] and tc["installed"]:
+        print(f"note: tcmalloc is installed but not preloaded; for representative numbers run "
+              f"with LD_PRELOAD={tc['installed']}")
+    result = measure(args)
+    print(format_table(result))
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    tmp = args.output + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    ARGS = parse_args()
+    if ARGS.devices == 0:
+        ARGS.devices = os.cpu_count() or 1
+    # Before jax is imported: one XLA host device per core lets the data mesh use every core.
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={ARGS.devices}").strip()
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.exit(main(ARGS))

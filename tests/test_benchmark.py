@@ -1,0 +1,64 @@
+"""experiments/benchmark.py runs end to end on tiny shapes; the PyTorch reference's losses agree."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_benchmark_smoke_writes_every_key(tmp_path):
+    out = tmp_path / "bench" / "result.json"
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)  # the benchmark sets its own device count
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "benchmark.py"), "--shape=recola_blstm",
+         "--steps=2", "--length=20", "--batch=4", "--repeats=1", "--scaling=false",
+         "--torch=false", "--devices=2", "--pipeline_batches=3", f"--output={out}"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for key in ("shape", "batch", "length", "devices", "tcmalloc", "versions", "jax", "torch",
+                "pipeline", "eval", "scaling", "peak_rss_mb", "other_cores_busy"):
+        assert key in result, key
+    assert result["shape"] == "recola_blstm" and result["devices"] == 2
+    fused = result["jax"]["fused"]
+    for key in ("step_ms", "steps_per_s", "frames_per_s", "compile_s", "final_loss"):
+        assert np.isfinite(fused[key]) and fused[key] > 0, key
+    assert fused["frames_per_s"] == pytest.approx(4 * 20 * fused["steps_per_s"])
+    assert result["torch"] is None and result["scaling"] == []
+    assert result["pipeline"]["examples_per_s"] > 0 and result["pipeline"]["ratio"] > 0
+    assert "jax-fused" in proc.stdout and "input pipeline" in proc.stdout
+
+
+def test_benchmark_rejects_bad_flags(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "benchmark.py"), "--steps=0",
+         f"--output={tmp_path / 'x.json'}"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--steps=0: expected a positive integer" in proc.stderr
+
+
+def test_torch_reference_ccc_and_triplet_match_the_project():
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, os.path.join(ROOT, "experiments"))
+    import torch_reference
+
+    from emobed_jax.losses import crossmodal, task
+
+    rng = np.random.default_rng(0)
+    pred, gold = rng.normal(size=(3, 7, 2)), rng.normal(size=(3, 7, 2))
+    mask = (rng.uniform(size=(3, 7)) > 0.3).astype(np.float32)
+    ours = float(task.ccc_loss(pred, gold, mask > 0)[0])
+    ref = float(torch_reference.ccc_loss(torch, torch.tensor(pred), torch.tensor(gold),
+                                         torch.tensor(mask)))
+    assert ref == pytest.approx(ours, abs=1e-6)
+    a, c = rng.normal(size=(12, 5)), rng.normal(size=(12, 5))
+    bins = rng.integers(0, 3, size=12)
+    pos = bins[:, None] == bins[None, :]
+    ours = float(crossmodal.triplet_loss(a, c, pos, ~pos, margin=0.2)[0])
+    ref = float(torch_reference.triplet_loss(torch, torch.tensor(a), torch.tensor(c),
+                                             torch.tensor(bins), 0.2))
+    assert ref == pytest.approx(ours, abs=1e-5)
