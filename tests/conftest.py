@@ -22,6 +22,24 @@ def synthetic_data_dir(tmp_path_factory):
     return data_dir
 
 
+def small_run(config, steps, eval_every, **overrides):
+    """Shrinks any experiment config for a test: small conv model, few steps, one prefetch thread.
+
+    Args:
+      config: an experiment config.
+      steps: num_train_steps.
+      eval_every: eval and checkpoint interval.
+      **overrides: dotted keys, e.g. `**{"data.max_frames": 200}`.
+    """
+    config.update_from_flattened_dict({
+        "data.prefetch_threads": 1, "model.encoder": "conv", "model.hidden": 16,
+        "model.embedding_dim": 16, "batch_size": 8, "num_train_steps": steps,
+        "eval_every_steps": eval_every, "checkpoint_every_steps": eval_every,
+        "log_every_steps": 10, "optimizer.learning_rate": 3e-3, "optimizer.warmup_steps": 5,
+        "loss.align_frames": 64, **overrides})
+    return config
+
+
 def make_tiny_config(data_dir, **overrides):
     """configs/synthetic.py shrunk for tests: tiny data, small model, few steps."""
     from configs import synthetic

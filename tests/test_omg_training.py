@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs import omg_emotion
+from conftest import small_run
 from emobed_jax import train
 from omg_fixtures import write_omg_manual_dir
 
@@ -17,21 +18,8 @@ def _config(manual_dir, data_dir, arg):
     config = omg_emotion.get_config(arg)
     config.data.manual_dir = str(manual_dir)
     config.data.data_dir = str(data_dir)
-    config.data.prefetch_threads = 1
-    config.data.max_frames = 200
-    config.model.encoder = "conv"
-    config.model.hidden = 16
-    config.model.num_layers = 2
-    config.model.embedding_dim = 16
-    config.batch_size = 8
-    config.eval_batch_size = 8
-    config.num_train_steps = 60
-    config.eval_every_steps = 30
-    config.checkpoint_every_steps = 30
-    config.log_every_steps = 10
-    config.optimizer.learning_rate = 3e-3
-    config.optimizer.warmup_steps = 5
-    return config
+    return small_run(config, steps=60, eval_every=30, **{
+        "data.max_frames": 200, "model.num_layers": 2, "eval_batch_size": 8})
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import jax
 import pytest
 
 from configs import recola
+from conftest import small_run
 from emobed_jax import experiment, train, train_step as ts
 from recola_fixtures import write_recola_package
 
@@ -20,23 +21,9 @@ def recola_config(tmp_path_factory):
     config.modalities = ("audio", "video_geometric")
     config.data.label_delay_s.arousal = 0.4
     config.data.label_delay_s.valence = 0.4
-    config.data.window_frames = 100
-    config.data.window_hop_frames = 50
-    config.data.prefetch_threads = 1
-    config.model.encoder = "conv"
-    config.model.hidden = 16
-    config.model.embedding_dim = 16
-    config.batch_size = 8
-    config.eval_batch_size = 2
-    config.num_train_steps = 60
-    config.eval_every_steps = 30
-    config.checkpoint_every_steps = 30
-    config.log_every_steps = 10
-    config.optimizer.learning_rate = 3e-3
-    config.optimizer.warmup_steps = 5
-    config.loss.align_frames = 64
-    config.postprocess.median_window_frames = 5
-    config.postprocess.bias_scale = "center_scale"
+    small_run(config, steps=60, eval_every=30, **{
+        "data.window_frames": 100, "data.window_hop_frames": 50, "eval_batch_size": 2,
+        "postprocess.median_window_frames": 5, "postprocess.bias_scale": "center_scale"})
     return config
 
 
