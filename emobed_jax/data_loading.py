@@ -119,21 +119,6 @@ def _check_left_out(builder, config) -> None:
             f"reused as is) and run again")
 
 
-def _our_builders():
-    import importlib
-    import pkgutil
-
-    import emobed_jax.datasets as pkg
-
-    names = set()
-    for module in pkgutil.iter_modules(pkg.__path__):
-        mod = importlib.import_module(f"{pkg.__name__}.{module.name}")
-        for obj in vars(mod).values():
-            if isinstance(obj, type) and issubclass(obj, tfds.core.DatasetBuilder) and hasattr(obj, "name"):
-                names.add(obj.name)
-    return names
-
-
 def dataset_info(builder, config) -> DatasetInfo:
     """Describes the dataset from its tfds features and metadata."""
     feats = builder.info.features

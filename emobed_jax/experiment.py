@@ -38,10 +38,6 @@ class Experiment:
     delays: np.ndarray
 
     @property
-    def num_outputs(self) -> int:
-        return 2 if self.config.task != "category" else len(self.info.class_names)
-
-    @property
     def eval_split_names(self):
         return [s for s in self.config.eval_splits if s in self.splits]
 
@@ -50,6 +46,11 @@ class Experiment:
         if self.config.best_metric != "auto":
             return self.config.best_metric
         return "uar" if self.config.task == "category" else "ccc_mean"
+
+
+def num_outputs(config, info: data_loading.DatasetInfo) -> int:
+    """Head outputs: arousal and valence, or one logit per category."""
+    return 2 if config.task != "category" else len(info.class_names)
 
 
 def build(config, devices=None, need_train: bool = True) -> Experiment:
@@ -92,8 +93,7 @@ def build(config, devices=None, need_train: bool = True) -> Experiment:
         else:
             train_targets = np.stack(train.targets)
     level = info.level
-    num_outputs = 2 if config.task != "category" else len(info.class_names)
-    model = emobed.model_from_config(config, level, num_outputs)
+    model = emobed.model_from_config(config, level, num_outputs(config, info))
     obj = objective_lib.objective_from_config(config, level, class_counts, train_targets)
     logging.info("dataset %s: level=%s modalities=%s dims=%s splits=%s", info.name, level,
                  info.modalities, info.feature_dims, {s: len(d.data) for s, d in splits.items()})

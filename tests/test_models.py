@@ -48,12 +48,12 @@ def test_exactly_one_shared_head():
     assert heads == ["shared_head"]
     assert sorted(k for k in params if k.startswith("encoder_")) == [
         "encoder_audio", "encoder_ecg", "encoder_video"]
-    # The shared head is the same function for every modality: equal embeddings -> equal outputs.
+    # Every modality's output is that one head applied to the modality's own embedding.
     head = encoders.MLPHead(hidden=(5,), num_outputs=2)
-    e = jnp.ones((2, 6))
-    y = head.apply({"params": params["shared_head"]}, e)
-    _, out = _apply(model, {"params": params}, feats, lens, masks)
-    assert y.shape == (2, 2)
+    emb, out = _apply(model, {"params": params}, feats, lens, masks)
+    for m in ("audio", "video", "ecg"):
+        np.testing.assert_allclose(head.apply({"params": params["shared_head"]}, emb[m]), out[m],
+                                   rtol=1e-5, atol=1e-6)
     n_head = sum(x.size for x in jax.tree_util.tree_leaves(params["shared_head"]))
     assert n_head == 6 * 5 + 5 + 5 * 2 + 2
 
