@@ -71,13 +71,13 @@ def get_builder(config):
     Returns:
       A `tfds.core.DatasetBuilder` whose files exist.
     """
-    import emobed_jax.datasets  # noqa: F401  (registers the builders)
-
     import jax
     from jax.experimental import multihost_utils
 
     name = config.data.name
-    ours = _our_builders()
+    from emobed_jax import datasets  # importing it registers the builders
+
+    ours = datasets.BUILDER_NAMES
     if name not in ours:
         # tfds.list_builders() would query the community index over the network: use ours.
         raise ValueError(f"config.data.name={name!r} is not a known dataset; expected one of {sorted(ours)}")
