@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from emobed_jax.models import encoders, fast_lstm
+from emobed_jax.models import cudnn_lstm, encoders, fast_lstm
 
 
 def _inputs(batch=4, frames=9, dim=5, lengths=(9, 5, 1, 7), seed=0):
@@ -123,8 +123,59 @@ def test_cell_kernels_concatenate_in_gate_order():
 
 def test_unknown_rnn_impl_is_rejected_and_gru_uses_flax():
     x, lengths = _inputs()
-    with pytest.raises(ValueError, match="rnn_impl='cudnn'.*'fused', 'flax'"):
-        encoders.RecurrentEncoder(hidden=4, rnn_impl="cudnn").init(jax.random.key(0), x, lengths)
+    with pytest.raises(ValueError, match="rnn_impl='cuDNN'.*'auto', 'fused', 'cudnn', 'flax'"):
+        encoders.RecurrentEncoder(hidden=4, rnn_impl="cuDNN").init(jax.random.key(0), x, lengths)
     gru = encoders.RecurrentEncoder(cell="gru", hidden=4, num_layers=1, rnn_impl="fused")
     y = jax.jit(gru.apply)(jax.jit(gru.init)(jax.random.key(0), x, lengths), x, lengths)
     assert y.shape == (4, 9, 8)
+
+
+def test_auto_is_fused_without_a_gpu_and_the_config_lists_every_impl():
+    from emobed_jax import default_config
+
+    assert encoders.resolve_rnn_impl("auto") == ("cudnn" if cudnn_lstm.available() else "fused")
+    assert default_config.RNN_IMPLS == encoders.RNN_IMPLS
+    x, lengths = _inputs()
+    auto = encoders.RecurrentEncoder(hidden=4, rnn_impl="auto")
+    flax_enc = encoders.RecurrentEncoder(hidden=4, rnn_impl="flax")
+    params = jax.jit(flax_enc.init)(jax.random.key(0), x, lengths)
+    np.testing.assert_allclose(jax.jit(auto.apply)(params, x, lengths),
+                               jax.jit(flax_enc.apply)(params, x, lengths), atol=1e-6)
+
+
+@pytest.mark.parametrize("video_frames", [9, 6])
+def test_modalities_in_shared_loops_equal_separate_flax_encoders(video_frames):
+    # Audio and video of equal length run as four streams of one loop per layer; a different
+    # video length gets loops of its own. Both must equal separate flax encoders, dropout included.
+    from emobed_jax.models import emobed
+
+    kw = dict(modalities=("audio", "video"), hidden=5, num_layers=2, dropout=0.3,
+              embedding_dim=4, head_hidden=(3,))
+    flax_model = emobed.EmoBedModel(rnn_impl="flax", **kw)
+    fused_model = emobed.EmoBedModel(rnn_impl="fused", **kw)
+    x, lengths = _inputs()
+    video = jax.random.normal(jax.random.key(3), (4, video_frames, 3))
+    video_lengths = jnp.minimum(jnp.asarray([9, 2, 6, 4]), video_frames)
+    features = {"audio": x, "video": video}
+    lens = {"audio": lengths, "video": video_lengths}
+    masks = {"audio": encoders.length_mask(lengths, 9),
+             "video": encoders.length_mask(video_lengths, video_frames)}
+    params = jax.jit(flax_model.init)(jax.random.key(1), features, lens, masks)
+    assert _max_diff(params, jax.jit(fused_model.init)(jax.random.key(1), features, lens,
+                                                       masks)) == 0.0
+
+    def loss(model):
+        def f(p):
+            emb, out = model.apply(p, features, lens, masks, train=True,
+                                   rngs={"dropout": jax.random.key(7)})
+            return sum(jnp.sum(out[m] ** 2) + jnp.sum(jnp.sin(emb[m])) for m in out), out
+        return jax.jit(jax.value_and_grad(f, has_aux=True))
+
+    (l_flax, out_flax), g_flax = loss(flax_model)(params)
+    (l_fused, out_fused), g_fused = loss(fused_model)(params)
+    for m in ("audio", "video"):
+        np.testing.assert_allclose(out_fused[m], out_flax[m], atol=1e-5)
+    assert abs(float(l_fused) - float(l_flax)) < 1e-4 * abs(float(l_flax))
+    assert _max_diff(g_flax, g_fused) < 1e-4
+    video_grad = g_fused["params"]["encoder_video"]["OptimizedLSTMCell_3"]["ig"]["kernel"]
+    assert float(jnp.max(jnp.abs(video_grad))) > 0

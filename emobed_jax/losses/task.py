@@ -47,13 +47,20 @@ def _masked_ccc(x: jax.Array, y: jax.Array, mask: jax.Array, axis, eps: float):
     Returns (ccc, count), both with `axis` reduced; ccc is 0 where count is 0.
     """
     m = mask[..., None]
-    count = jnp.sum(m, axis=axis, keepdims=True).astype(x.dtype)
-    n = jnp.maximum(count, 1.0)
     # jnp.where (not multiplication) so NaN/inf padding neither leaks into sums nor into gradients.
     x = jnp.where(m, x, 0.0)
     y = jnp.where(m, y, 0.0)
-    mean_x = jnp.sum(x, axis=axis, keepdims=True) / n
-    mean_y = jnp.sum(y, axis=axis, keepdims=True) / n
+    # The count is summed together with x and y. Summed alone it depends on the mask only, so
+    # under a batch-sharded jit XLA:CPU schedules its cross-device sum first: one device's worker
+    # thread then blocks in that rendezvous while the other runs its forward pass alone.
+    # (A float32 sum of ones is exact below 2**24 frames.)
+    axes = tuple(a % x.ndim + 1 for a in (axis if isinstance(axis, tuple) else (axis,)))
+    sums = jnp.sum(jnp.stack([jnp.broadcast_to(m, x.shape).astype(x.dtype), x, y]), axis=axes,
+                   keepdims=True)
+    count, sum_x, sum_y = sums[0][..., :1], sums[1], sums[2]
+    n = jnp.maximum(count, 1.0)
+    mean_x = sum_x / n
+    mean_y = sum_y / n
     # Two-pass moments: centring first avoids the cancellation of E[x^2] - E[x]^2 in float32.
     dx = jnp.where(m, x - mean_x, 0.0)
     dy = jnp.where(m, y - mean_y, 0.0)

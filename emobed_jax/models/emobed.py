@@ -26,7 +26,8 @@ class EmoBedModel(nn.Module):
       level: 'frame' (one output per frame) or 'utterance' (pooled, one output per example).
       num_outputs: 2 for arousal/valence regression, the class count for classification.
       encoder, hidden, num_layers, bidirectional, kernel_size, dropout: encoder settings.
-      rnn_impl: LSTM implementation, 'fused' (hand-written VJP, faster) or 'flax' (nn.RNN).
+      rnn_impl: LSTM implementation: 'auto' (cuDNN on a GPU, else 'fused'), 'fused' (hand-written
+        VJP, fast on CPUs), 'cudnn' or 'flax' (nn.RNN); see `encoders.RecurrentEncoder`.
       pooling: 'mean' or 'attention' (utterance level only).
       embedding_dim: size of the shared embedding.
       projector_activation: 'tanh', 'relu' or 'linear'.
@@ -37,7 +38,7 @@ class EmoBedModel(nn.Module):
     level: str = "frame"
     num_outputs: int = 2
     encoder: str = "lstm"
-    rnn_impl: str = "fused"
+    rnn_impl: str = "auto"
     hidden: int = 64
     num_layers: int = 2
     bidirectional: bool = True
@@ -71,10 +72,23 @@ class EmoBedModel(nn.Module):
                                 dropout=self.head_dropout, name="shared_head")
         activation = _ACTIVATIONS[self.projector_activation]
         embeddings, outputs = {}, {}
-        for m in sorted(features):
-            h = encoders.make_encoder(self.encoder, self.hidden, self.num_layers, self.bidirectional,
-                                      self.kernel_size, self.dropout, name=f"encoder_{m}",
-                                      rnn_impl=self.rnn_impl)(features[m], lengths[m], train)
+        mods = sorted(features)
+        if self.encoder == "lstm" and encoders.resolve_rnn_impl(self.rnn_impl) != "flax":
+            # 'fused': the modalities' LSTMs run as streams of shared loops (one per layer and
+            # pass, not one per modality); parameters and results are those of separate encoders.
+            stacks = [encoders.FusedLSTMParams(self.hidden, self.num_layers, self.bidirectional,
+                                               self.dropout, name=f"encoder_{m}")(
+                                                   features[m].shape, train) for m in mods]
+            encoded = dict(zip(mods, encoders.run_fused_lstm_stacks(
+                [features[m] for m in mods], [lengths[m] for m in mods], stacks,
+                self.bidirectional, self.rnn_impl)))
+        else:
+            encoded = {m: encoders.make_encoder(
+                self.encoder, self.hidden, self.num_layers, self.bidirectional, self.kernel_size,
+                self.dropout, name=f"encoder_{m}", rnn_impl=self.rnn_impl)(
+                    features[m], lengths[m], train) for m in mods}
+        for m in mods:
+            h = encoded[m]
             if self.level == "utterance":
                 if self.pooling == "attention":
                     h = encoders.AttentionPool(name=f"pool_{m}")(h, masks[m])

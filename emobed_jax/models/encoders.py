@@ -12,9 +12,26 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from emobed_jax.models import fast_lstm
+from emobed_jax.models import cudnn_lstm, fast_lstm
 
-RNN_IMPLS = ("fused", "flax")
+RNN_IMPLS = ("auto", "fused", "cudnn", "flax")
+
+
+def resolve_rnn_impl(rnn_impl: str) -> str:
+    """The LSTM implementation to run: 'auto' is 'cudnn' where cuDNN's kernel can run (a GPU),
+    else 'fused'.
+
+    Args:
+      rnn_impl: one of `RNN_IMPLS`.
+
+    Returns:
+      'fused', 'cudnn' or 'flax'.
+    """
+    if rnn_impl not in RNN_IMPLS:
+        raise ValueError(f"rnn_impl={rnn_impl!r}: expected one of {list(RNN_IMPLS)}")
+    if rnn_impl == "auto":
+        return "cudnn" if cudnn_lstm.available() else "fused"
+    return rnn_impl
 
 
 def length_mask(lengths: jax.Array, num_frames: int) -> jax.Array:
@@ -62,9 +79,10 @@ class RecurrentEncoder(nn.Module):
       num_layers: stacked layers.
       bidirectional: run a backward direction too and concatenate.
       dropout: dropout rate after each layer (training only).
-      rnn_impl: 'fused' (LSTM only: `fast_lstm`, both directions in one scan with a hand-written
-        VJP) or 'flax' (`nn.RNN`). Both have the same parameters and outputs; GRU always uses
-        'flax'.
+      rnn_impl: 'fused' (LSTM only: `fast_lstm`, both directions in one loop with a hand-written
+        VJP), 'cudnn' (LSTM only, GPU: `cudnn_lstm`, cuDNN's kernel), 'auto' ('cudnn' on a GPU,
+        else 'fused') or 'flax' (`nn.RNN`). All have the same parameters and outputs; GRU always
+        uses 'flax'.
     """
 
     cell: str = "lstm"
@@ -72,7 +90,7 @@ class RecurrentEncoder(nn.Module):
     num_layers: int = 2
     bidirectional: bool = True
     dropout: float = 0.0
-    rnn_impl: str = "fused"
+    rnn_impl: str = "auto"
 
     def _make_rnn(self, name: str, reverse: bool = False) -> nn.RNN:
         cell_cls = nn.OptimizedLSTMCell if self.cell == "lstm" else nn.GRUCell
@@ -81,10 +99,11 @@ class RecurrentEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, lengths: jax.Array, train: bool = False) -> jax.Array:
         """Encodes `x [B, T, D]` with valid `lengths [B]`; returns `[B, T, H]`."""
-        if self.rnn_impl not in RNN_IMPLS:
-            raise ValueError(f"rnn_impl={self.rnn_impl!r}: expected one of {list(RNN_IMPLS)}")
-        if self.cell == "lstm" and self.rnn_impl == "fused":
-            return self._fused(x, lengths, train)
+        impl = resolve_rnn_impl(self.rnn_impl)
+        if self.cell == "lstm" and impl != "flax":
+            stack = fused_lstm_stack(self.hidden, self.num_layers, self.bidirectional,
+                                     self.dropout, x.shape, train)
+            return run_fused_lstm_stacks([x], [lengths], [stack], self.bidirectional, impl)[0]
         mask = length_mask(lengths, x.shape[1])[..., None]
         for layer in range(self.num_layers):
             fwd = self._make_rnn(f"fwd_{layer}")(x, seq_lengths=lengths)
@@ -96,28 +115,110 @@ class RecurrentEncoder(nn.Module):
             x = nn.Dropout(self.dropout)(x, deterministic=not train) * mask
         return x
 
-    def _fused(self, x: jax.Array, lengths: jax.Array, train: bool) -> jax.Array:
-        # Parameter names follow the flax path (the cells of `nn.RNN` are auto-named
-        # OptimizedLSTMCell_<k> in creation order), so checkpoints work with either impl.
-        reverse = (False, True) if self.bidirectional else (False,)
-        mask = length_mask(lengths, x.shape[1]).T[..., None]  # time-major [T, B, 1]
-        h = jnp.swapaxes(x, 0, 1)
-        cell = 0
-        for _ in range(self.num_layers):
-            cells = []
-            for _ in reverse:
-                params = _CellParams(self.hidden, name=f"OptimizedLSTMCell_{cell}")(h.shape[-1])
-                cells.append(params)
-                cell += 1
-            outs = fast_lstm.lstm_layer(h, lengths, cells, reverse)
-            h = jnp.concatenate(outs, axis=-1)
-            if train and self.dropout > 0:
-                # The keep mask is drawn batch-major, as nn.Dropout draws it in the flax path.
-                keep = nn.Dropout(self.dropout)(jnp.ones(h.shape[1:2] + h.shape[:1] + h.shape[2:],
-                                                        h.dtype), deterministic=False)
-                h = h * jnp.swapaxes(keep, 0, 1)
-            h = h * mask
-        return jnp.swapaxes(h, 0, 1)
+class FusedLSTMParams(nn.Module):
+    """A fused LSTM encoder's parameters and dropout masks without running it (named like a
+    `RecurrentEncoder`, so that `EmoBedModel` can run several encoders in shared loops).
+
+    Attributes:
+      hidden, num_layers, bidirectional, dropout: as in `RecurrentEncoder`.
+    """
+
+    hidden: int = 64
+    num_layers: int = 2
+    bidirectional: bool = True
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x_shape: tuple, train: bool = False) -> tuple[list, list]:
+        """Returns `fused_lstm_stack`'s (cells, keeps) for an input of shape `x_shape`."""
+        return fused_lstm_stack(self.hidden, self.num_layers, self.bidirectional, self.dropout,
+                                tuple(x_shape), train)
+
+
+def fused_lstm_stack(hidden: int, num_layers: int, bidirectional: bool, dropout: float,
+                     x_shape: tuple, train: bool) -> tuple[list, list]:
+    """Creates a fused LSTM stack's parameters and dropout keep masks in the calling module.
+
+    Call it inside a compact method: the parameters are named as flax names `nn.RNN`'s cells in
+    `RecurrentEncoder` (`OptimizedLSTMCell_<k>`, in creation order) and the dropout layers as its
+    `Dropout_<layer>`, so parameters, checkpoints and dropout masks are the same whichever
+    implementation, or fused group of encoders (`run_fused_lstm_stacks`), runs them.
+
+    Args:
+      hidden, num_layers, bidirectional, dropout: as in `RecurrentEncoder`.
+      x_shape: the encoder's input shape `[B, T, D]`.
+      train: draw dropout masks (else None).
+
+    Returns:
+      (cells, keeps): per layer, one `OptimizedLSTMCell` param dict per direction; per layer, a
+      time-major keep mask `[T, B, H * directions]` scaled by 1 / (1 - dropout), or None.
+    """
+    batch, frames, input_dim = x_shape
+    directions = 2 if bidirectional else 1
+    cells, keeps, cell = [], [], 0
+    for layer in range(num_layers):
+        layer_cells = []
+        for _ in range(directions):
+            layer_cells.append(_CellParams(hidden, name=f"OptimizedLSTMCell_{cell}")(
+                input_dim if layer == 0 else hidden * directions))
+            cell += 1
+        cells.append(layer_cells)
+        keep = None
+        if train and dropout > 0:
+            # Drawn batch-major, as nn.Dropout draws it in the flax path.
+            keep = jnp.swapaxes(nn.Dropout(dropout)(
+                jnp.ones((batch, frames, hidden * directions)), deterministic=False), 0, 1)
+        keeps.append(keep)
+    return cells, keeps
+
+
+def run_fused_lstm_stacks(xs: Sequence[jax.Array], lengths: Sequence[jax.Array],
+                          stacks: Sequence[tuple[list, list]], bidirectional: bool,
+                          rnn_impl: str = "fused") -> list[jax.Array]:
+    """Runs one or more encoders' LSTM stacks (`fused_lstm_stack` parameters), layer by layer.
+
+    With 'fused', encoders of the same frame count (audio and video of a frame-aligned corpus) run
+    as streams of one loop per layer (`fast_lstm.lstm_layer`); others get loops of their own.
+    With 'cudnn' every encoder's layer is one cuDNN call (`cudnn_lstm.lstm_layer`). Results equal
+    running each encoder alone.
+
+    Args:
+      xs: per encoder, frames `[B, T_e, D_e]`.
+      lengths: per encoder, valid frame counts `[B]`.
+      stacks: per encoder, `fused_lstm_stack`'s (cells, keeps); all with the same layer count.
+      bidirectional: whether every layer has a backward direction.
+      rnn_impl: 'fused' or 'cudnn' ('auto' resolves by `resolve_rnn_impl`).
+
+    Returns:
+      Per encoder, `[B, T_e, H * directions]` (zero at padded frames).
+    """
+    impl = resolve_rnn_impl(rnn_impl)
+    if impl not in ("fused", "cudnn"):
+        raise ValueError(f"rnn_impl={rnn_impl!r}: expected 'fused', 'cudnn' or 'auto'")
+    reverse = (False, True) if bidirectional else (False,)
+    groups: dict[tuple, list[int]] = {}
+    for e, x in enumerate(xs):
+        groups.setdefault(x.shape[:2], []).append(e)
+    outputs = [None] * len(xs)
+    for members in groups.values():
+        hs = [jnp.swapaxes(xs[e], 0, 1) for e in members]  # time-major [T, B, D]
+        masks = [length_mask(lengths[e], xs[e].shape[1]).T[..., None] for e in members]
+        for layer in range(len(stacks[members[0]][0])):
+            layer_cells = [stacks[e][0][layer] for e in members]
+            if impl == "cudnn":
+                outs = [cudnn_lstm.lstm_layer(h, lengths[e], c, reverse)
+                        for h, e, c in zip(hs, members, layer_cells)]
+            else:
+                outs = fast_lstm.lstm_layer(hs, [lengths[e] for e in members], layer_cells,
+                                            reverse)
+            hs = []
+            for e, out, mask in zip(members, outs, masks):
+                h = jnp.concatenate(out, axis=-1)
+                keep = stacks[e][1][layer]
+                hs.append((h if keep is None else h * keep) * mask)
+        for e, h in zip(members, hs):
+            outputs[e] = jnp.swapaxes(h, 0, 1)
+    return outputs
 
 
 class ConvEncoder(nn.Module):
@@ -169,7 +270,7 @@ class AttentionPool(nn.Module):
 
 
 def make_encoder(kind: str, hidden: int, num_layers: int, bidirectional: bool,
-                 kernel_size: int, dropout: float, name: str, rnn_impl: str = "fused") -> nn.Module:
+                 kernel_size: int, dropout: float, name: str, rnn_impl: str = "auto") -> nn.Module:
     """Builds the encoder named by `kind` ('lstm', 'gru' or 'conv'); `rnn_impl` as in
     `RecurrentEncoder`."""
     if kind in ("lstm", "gru"):

@@ -3,11 +3,12 @@
 
 Why: on a CPU the straightforward Flax layer spends most of a training step in ~1,200 small scan
 iterations (forward and backward, per direction and layer), each with its own input matmul and,
-in the backward scan, a weight-gradient update. Here (`lstm_streams`):
+in the backward scan, a weight-gradient update. Here (`lstm_layer`, `lstm_streams`):
 
 * the input projections of all time steps are one matmul per stream, outside the loop;
-* the directions of a layer are "streams" `[N, B, H]` of one loop, each with its own kernels (a
-  batched matmul per step);
+* the directions of a layer, and the layers of several encoders of equal length (audio and video
+  in crossmodal training), are "streams" `[N, B, H]` of one loop, each with its own kernels (a
+  batched matmul per step), so the loop count does not grow with directions or modalities;
 * the backward loop carries only the two state gradients and stores the pre-activation gradient
   of each step; the kernel, bias and input gradients are one matmul (or sum) each over all time
   steps afterwards.
@@ -64,17 +65,17 @@ def _gate_constants(hidden: int, dtype):
 _HOLD = -1e9
 
 
-def _forward(xs, w_i, w_h, b, hold):
-    """Runs the streams. Returns `S [N, T + 1, 6, B, H]`: slot t + 1 holds (h, c, i, f, g, o) of
-    step t, slot 0 the zero initial state."""
-    n, t_len, batch, _ = xs.shape
+def _forward(gx, w_h, hold):
+    """Runs the streams from their input projections `gx [N, T, B, 4H]`. Returns
+    `S [N, T + 1, 6, B, H]`: slot t + 1 holds (h, c, i, f, g, o) of step t, slot 0 the zero
+    initial state."""
+    n, t_len, batch, _ = gx.shape
     hidden = w_h.shape[1]
-    alpha, beta = _gate_constants(hidden, xs.dtype)
-    hold_gates = jnp.concatenate([jnp.full((2 * hidden,), _HOLD, xs.dtype),
-                                  jnp.zeros((2 * hidden,), xs.dtype)])
-    # The input projections of all steps: one matmul per stream, outside the loop.
-    gx = jnp.einsum("ntbd,ndg->ntbg", xs, w_i) + b[:, None, None, :] + hold * hold_gates
-    zeros = jnp.zeros((n, batch, hidden), xs.dtype)
+    alpha, beta = _gate_constants(hidden, gx.dtype)
+    hold_gates = jnp.concatenate([jnp.full((2 * hidden,), _HOLD, gx.dtype),
+                                  jnp.zeros((2 * hidden,), gx.dtype)])
+    gx = gx + hold * hold_gates
+    zeros = jnp.zeros((n, batch, hidden), gx.dtype)
 
     def step(s, carry):
         h, c, states = carry
@@ -90,42 +91,52 @@ def _forward(xs, w_i, w_h, b, hold):
             states, jnp.stack([h, c, i, f, g, o], axis=1), s + 1, 1)
         return h, c, states
 
-    states = jnp.zeros((n, t_len + 1, 6, batch, hidden), xs.dtype)
+    states = jnp.zeros((n, t_len + 1, 6, batch, hidden), gx.dtype)
     return jax.lax.fori_loop(0, t_len, step, (zeros, zeros, states))[2]
 
 
 @jax.custom_vjp
-def lstm_streams(xs: jax.Array, w_i: jax.Array, w_h: jax.Array, b: jax.Array,
-                 hold: jax.Array) -> jax.Array:
-    """N independent LSTM streams (one layer), each with its own parameters.
+def _project(xs: jax.Array, w_i: jax.Array, b: jax.Array) -> jax.Array:
+    """Input projections of all steps of every stream, `[N, T, B, D] -> [N, T, B, 4H]`.
 
-    Args:
-      xs: `[N, T, B, D]` stream inputs, in each stream's processing order.
-      w_i: `[N, D, 4H]` input kernels, gates (i, f, g, o).
-      w_h: `[N, H, 4H]` recurrent kernels.
-      b: `[N, 4H]` biases.
-      hold: `[N, T, B, 1]` 1 where a stream's state is held at zero (padding), else 0.
-
-    Returns:
-      `[N, T, B, H]` hidden states, zero where `hold` is 1, from the zero initial state.
+    A VJP of its own so that the kernel gradient contracts (T, B) in the order XLA:CPU needs no
+    transposes for (see `_contract_time_batch`).
     """
-    return _forward(xs, w_i, w_h, b, hold)[:, 1:, 0]
+    return jnp.einsum("ntbd,ndg->ntbg", xs, w_i) + b[:, None, None, :]
 
 
-def _streams_fwd(xs, w_i, w_h, b, hold):
-    states = _forward(xs, w_i, w_h, b, hold)
-    return states[:, 1:, 0], (xs, w_i, w_h, hold, states)
+def _project_fwd(xs, w_i, b):
+    return jnp.einsum("ntbd,ndg->ntbg", xs, w_i) + b[:, None, None, :], (xs, w_i)
 
 
-def _streams_bwd(res, dy):
-    xs, w_i, w_h, hold, states = res
-    n, t_len, batch, _ = xs.shape
-    hidden = w_h.shape[1]
-    zeros = jnp.zeros((n, batch, hidden), xs.dtype)
+def _project_bwd(res, dgx):
+    xs, w_i = res
+    return (jnp.einsum("ntbg,ndg->ntbd", dgx, w_i), _contract_time_batch(xs, dgx),
+            jnp.sum(dgx, axis=(1, 2)))
+
+
+_project.defvjp(_project_fwd, _project_bwd)
+
+
+@jax.custom_vjp
+def _recurrence(gx: jax.Array, w_h: jax.Array, hold: jax.Array) -> jax.Array:
+    """The recurrent part of N streams, from their input projections `gx [N, T, B, 4H]`."""
+    return _forward(gx, w_h, hold)[:, 1:, 0]
+
+
+def _recurrence_fwd(gx, w_h, hold):
+    states = _forward(gx, w_h, hold)
+    return states[:, 1:, 0], (w_h, hold, states)
+
+
+def _recurrence_bwd(res, dy):
+    w_h, hold, states = res
+    n, t_len = dy.shape[:2]
+    zeros = jnp.zeros((n,) + dy.shape[2:], dy.dtype)
     w_h_t = jnp.swapaxes(w_h, 1, 2)
 
     def step(k, carry):
-        # The backward scan carries only the two state gradients; the pre-activation gradient
+        # The backward loop carries only the two state gradients; the pre-activation gradient
         # dz of every step is stored for the weight gradients below.
         s = t_len - 1 - k
         dh_next, dc_next, dzs = carry
@@ -140,41 +151,78 @@ def _streams_bwd(res, dy):
         dzs = jax.lax.dynamic_update_index_in_dim(dzs, dz, s, 1)
         return jnp.einsum("nbg,ngh->nbh", dz, w_h_t), dc * f, dzs
 
-    dzs = jnp.zeros((n, t_len, batch, 4 * hidden), xs.dtype)
+    dzs = jnp.zeros(dy.shape[:3] + (w_h.shape[2],), dy.dtype)
     dzs = jax.lax.fori_loop(0, t_len, step, (zeros, zeros, dzs))[2]
-    # Weight, bias and input gradients of all time steps: one matmul each, after the loop. (No
-    # reshape of (T, B) into one axis: under a batch-sharded jit that would force an all-gather.)
-    h_prev = states[:, :t_len, 0]
-    dw_h = jnp.einsum("ntbh,ntbg->nhg", h_prev, dzs)
-    dw_i = jnp.einsum("ntbd,ntbg->ndg", xs, dzs)
-    dxs = jnp.einsum("ntbg,ndg->ntbd", dzs, w_i)
-    return dxs, dw_i, dw_h, jnp.sum(dzs, axis=(1, 2)), jnp.zeros_like(hold)
+    # The recurrent kernel gradient of all time steps: one matmul, after the loop. (Held steps
+    # have dz = 0 exactly: their i, f gates are 0 and so is c.)
+    dw_h = _contract_time_batch(states[:, :t_len, 0], dzs)
+    return dzs, dw_h, jnp.zeros_like(hold)
 
 
-lstm_streams.defvjp(_streams_fwd, _streams_bwd)
+_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
-def lstm_layer(x: jax.Array, lengths: jax.Array, cells: Sequence[Mapping],
-               reverse: Sequence[bool]) -> list[jax.Array]:
-    """One (bi)directional LSTM layer: every direction is a stream of one `lstm_streams` call.
+def _contract_time_batch(a: jax.Array, b: jax.Array) -> jax.Array:
+    """`[N, T, B, P] x [N, T, B, Q] -> [N, P, Q]`, summed over (T, B) in that order.
+
+    `jnp.einsum` may list the contracted axes as (B, T), and XLA:CPU then transposes both operands
+    into batch-major order before the matmul; contracting (T, B) keeps `b` a free reshape. (No
+    reshape of (T, B) into one axis either: under a batch-sharded jit that forces an all-gather.)
+    """
+    return jax.lax.dot_general(a, b, (((1, 2), (1, 2)), ((0,), (0,))))
+
+
+def lstm_streams(xs: jax.Array, w_i: jax.Array, w_h: jax.Array, b: jax.Array,
+                 hold: jax.Array) -> jax.Array:
+    """N independent LSTM streams (one layer), each with its own parameters.
 
     Args:
-      x: time-major frames `[T, B, D]`.
-      lengths: valid frame counts `[B]`.
-      cells: one flax `OptimizedLSTMCell` param dict per direction.
+      xs: `[N, T, B, D]` stream inputs, in each stream's processing order.
+      w_i: `[N, D, 4H]` input kernels, gates (i, f, g, o).
+      w_h: `[N, H, 4H]` recurrent kernels.
+      b: `[N, 4H]` biases.
+      hold: `[N, T, B, 1]` 1 where a stream's state is held at zero (padding), else 0.
+
+    Returns:
+      `[N, T, B, H]` hidden states, zero where `hold` is 1, from the zero initial state.
+    """
+    return _recurrence(_project(xs, w_i, b), w_h, hold)
+
+
+def lstm_layer(xs: Sequence[jax.Array], lengths: Sequence[jax.Array],
+               cells: Sequence[Sequence[Mapping]], reverse: Sequence[bool]
+               ) -> list[list[jax.Array]]:
+    """One (bi)directional LSTM layer of one or more encoders, all directions in one loop.
+
+    Every (encoder, direction) is a stream of one recurrence, so two modalities' encoders cost
+    one loop instead of two. The encoders' inputs may differ in width; their frames must agree.
+
+    Args:
+      xs: per encoder, time-major frames `[T, B, D_e]` (same T and B for all).
+      lengths: per encoder, valid frame counts `[B]`.
+      cells: per encoder, one flax `OptimizedLSTMCell` param dict per direction.
       reverse: per direction, whether it runs backwards in time.
 
     Returns:
-      Per direction, time-major outputs `[T, B, H]` in the original time order (zero at padded
-      frames).
+      Per encoder, per direction, time-major outputs `[T, B, H]` in the original time order (zero
+      at padded frames).
     """
-    num_frames = x.shape[0]
-    valid = (jnp.arange(num_frames)[:, None] < lengths[None, :]).astype(x.dtype)[..., None]
-    # A reversed stream reads the time-reversed frames: its padding comes first and is held at
-    # zero, so it starts from the zero state at each sequence's last valid frame.
-    xs = jnp.stack([jnp.flip(x, 0) if rev else x for rev in reverse])
-    hold = 1.0 - jnp.stack([jnp.flip(valid, 0) if rev else valid for rev in reverse])
-    kernels = [cell_kernels(p) for p in cells]
-    w_i, w_h, b = (jnp.stack([k[j] for k in kernels]) for j in range(3))
-    h = lstm_streams(xs, w_i, w_h, b, hold)
-    return [jnp.flip(h[d], 0) if rev else h[d] for d, rev in enumerate(reverse)]
+    if len({x.shape[:2] for x in xs}) != 1:
+        raise ValueError(f"encoder inputs of shapes {[x.shape for x in xs]}: expected the same "
+                         "[T, B] for all encoders fused into one loop")
+    num_frames = xs[0].shape[0]
+    gx, hold, w_h = [], [], []
+    for x, length, enc_cells in zip(xs, lengths, cells):
+        valid = (jnp.arange(num_frames)[:, None] < length[None, :]).astype(x.dtype)[..., None]
+        # A reversed stream reads the time-reversed frames: its padding comes first and is held
+        # at zero, so it starts from the zero state at each sequence's last valid frame.
+        streams = jnp.stack([jnp.flip(x, 0) if rev else x for rev in reverse])
+        hold.append(1.0 - jnp.stack([jnp.flip(valid, 0) if rev else valid for rev in reverse]))
+        kernels = [cell_kernels(p) for p in enc_cells]
+        w_i, enc_w_h, b = (jnp.stack([k[j] for k in kernels]) for j in range(3))
+        gx.append(_project(streams, w_i, b))
+        w_h.append(enc_w_h)
+    h = _recurrence(*(jnp.concatenate(a) if len(a) > 1 else a[0] for a in (gx, w_h, hold)))
+    n_dir = len(reverse)
+    return [[jnp.flip(h[e * n_dir + d], 0) if rev else h[e * n_dir + d]
+             for d, rev in enumerate(reverse)] for e in range(len(xs))]
