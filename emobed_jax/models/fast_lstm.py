@@ -65,22 +65,25 @@ def _gate_constants(hidden: int, dtype):
 _HOLD = -1e9
 
 
-def _forward(gx, w_h, hold):
-    """Runs the streams from their input projections `gx [N, T, B, 4H]`. Returns
-    `S [N, T + 1, 6, B, H]`: slot t + 1 holds (h, c, i, f, g, o) of step t, slot 0 the zero
-    initial state."""
+def _forward(gx, w_h, b, hold):
+    """Runs the streams from their input projections `gx [N, T, B, 4H]` (without the biases
+    `b [N, 4H]`). Returns `S [N, T + 1, 6, B, H]`: slot t + 1 holds (h, c, i, f, g, o) of step t,
+    slot 0 the zero initial state."""
     n, t_len, batch, _ = gx.shape
     hidden = w_h.shape[1]
     alpha, beta = _gate_constants(hidden, gx.dtype)
     hold_gates = jnp.concatenate([jnp.full((2 * hidden,), _HOLD, gx.dtype),
                                   jnp.zeros((2 * hidden,), gx.dtype)])
-    gx = gx + hold * hold_gates
+    # Bias and hold are added inside the loop, to the one step's slice: as a pass over all of gx
+    # before the loop they cost a full read and write of it.
+    bias = b[:, None, :]
     zeros = jnp.zeros((n, batch, hidden), gx.dtype)
 
     def step(s, carry):
         h, c, states = carry
-        z = jax.lax.dynamic_index_in_dim(gx, s, 1, keepdims=False) + jnp.einsum(
-            "nbh,nhg->nbg", h, w_h)
+        z = (jax.lax.dynamic_index_in_dim(gx, s, 1, keepdims=False) + bias
+             + jax.lax.dynamic_index_in_dim(hold, s, 1, keepdims=False) * hold_gates
+             + jnp.einsum("nbh,nhg->nbg", h, w_h))
         # One tanh over all four gates (sigmoid written through tanh) vectorises well on CPU.
         act = jnp.tanh(z * alpha) * alpha + beta
         i, f, g, o = jnp.split(act, 4, axis=-1)
@@ -96,36 +99,35 @@ def _forward(gx, w_h, hold):
 
 
 @jax.custom_vjp
-def _project(xs: jax.Array, w_i: jax.Array, b: jax.Array) -> jax.Array:
+def _project(xs: jax.Array, w_i: jax.Array) -> jax.Array:
     """Input projections of all steps of every stream, `[N, T, B, D] -> [N, T, B, 4H]`.
 
     A VJP of its own so that the kernel gradient contracts (T, B) in the order XLA:CPU needs no
     transposes for (see `_contract_time_batch`).
     """
-    return jnp.einsum("ntbd,ndg->ntbg", xs, w_i) + b[:, None, None, :]
+    return jnp.einsum("ntbd,ndg->ntbg", xs, w_i)
 
 
-def _project_fwd(xs, w_i, b):
-    return jnp.einsum("ntbd,ndg->ntbg", xs, w_i) + b[:, None, None, :], (xs, w_i)
+def _project_fwd(xs, w_i):
+    return jnp.einsum("ntbd,ndg->ntbg", xs, w_i), (xs, w_i)
 
 
 def _project_bwd(res, dgx):
     xs, w_i = res
-    return (jnp.einsum("ntbg,ndg->ntbd", dgx, w_i), _contract_time_batch(xs, dgx),
-            jnp.sum(dgx, axis=(1, 2)))
+    return jnp.einsum("ntbg,ndg->ntbd", dgx, w_i), _contract_time_batch(xs, dgx)
 
 
 _project.defvjp(_project_fwd, _project_bwd)
 
 
 @jax.custom_vjp
-def _recurrence(gx: jax.Array, w_h: jax.Array, hold: jax.Array) -> jax.Array:
+def _recurrence(gx: jax.Array, w_h: jax.Array, b: jax.Array, hold: jax.Array) -> jax.Array:
     """The recurrent part of N streams, from their input projections `gx [N, T, B, 4H]`."""
-    return _forward(gx, w_h, hold)[:, 1:, 0]
+    return _forward(gx, w_h, b, hold)[:, 1:, 0]
 
 
-def _recurrence_fwd(gx, w_h, hold):
-    states = _forward(gx, w_h, hold)
+def _recurrence_fwd(gx, w_h, b, hold):
+    states = _forward(gx, w_h, b, hold)
     return states[:, 1:, 0], (w_h, hold, states)
 
 
@@ -156,7 +158,7 @@ def _recurrence_bwd(res, dy):
     # The recurrent kernel gradient of all time steps: one matmul, after the loop. (Held steps
     # have dz = 0 exactly: their i, f gates are 0 and so is c.)
     dw_h = _contract_time_batch(states[:, :t_len, 0], dzs)
-    return dzs, dw_h, jnp.zeros_like(hold)
+    return dzs, dw_h, jnp.sum(dzs, axis=(1, 2)), jnp.zeros_like(hold)
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
@@ -186,7 +188,7 @@ def lstm_streams(xs: jax.Array, w_i: jax.Array, w_h: jax.Array, b: jax.Array,
     Returns:
       `[N, T, B, H]` hidden states, zero where `hold` is 1, from the zero initial state.
     """
-    return _recurrence(_project(xs, w_i, b), w_h, hold)
+    return _recurrence(_project(xs, w_i), w_h, b, hold)
 
 
 def lstm_layer(xs: Sequence[jax.Array], lengths: Sequence[jax.Array],
@@ -211,18 +213,30 @@ def lstm_layer(xs: Sequence[jax.Array], lengths: Sequence[jax.Array],
         raise ValueError(f"encoder inputs of shapes {[x.shape for x in xs]}: expected the same "
                          "[T, B] for all encoders fused into one loop")
     num_frames = xs[0].shape[0]
-    gx, hold, w_h = [], [], []
+    streams, hold, kernels = [], [], []
     for x, length, enc_cells in zip(xs, lengths, cells):
         valid = (jnp.arange(num_frames)[:, None] < length[None, :]).astype(x.dtype)[..., None]
         # A reversed stream reads the time-reversed frames: its padding comes first and is held
         # at zero, so it starts from the zero state at each sequence's last valid frame.
-        streams = jnp.stack([jnp.flip(x, 0) if rev else x for rev in reverse])
-        hold.append(1.0 - jnp.stack([jnp.flip(valid, 0) if rev else valid for rev in reverse]))
-        kernels = [cell_kernels(p) for p in enc_cells]
-        w_i, enc_w_h, b = (jnp.stack([k[j] for k in kernels]) for j in range(3))
-        gx.append(_project(streams, w_i, b))
-        w_h.append(enc_w_h)
-    h = _recurrence(*(jnp.concatenate(a) if len(a) > 1 else a[0] for a in (gx, w_h, hold)))
+        streams.append([jnp.flip(x, 0) if rev else x for rev in reverse])
+        hold += [jnp.flip(valid, 0) if rev else valid for rev in reverse]
+        kernels.append([cell_kernels(p) for p in enc_cells])
+    # Inputs of one width (every layer after the first) are projected by one batched matmul:
+    # concatenating per-encoder projections would copy them, and their gradients, once more.
+    widths = sorted({x.shape[-1] for x in xs})
+    gx = []
+    for width in widths:
+        enc = [e for e, x in enumerate(xs) if x.shape[-1] == width]
+        w_i = jnp.stack([k[0] for e in enc for k in kernels[e]])
+        gx.append((enc, _project(jnp.stack([s for e in enc for s in streams[e]]), w_i)))
+    if len(gx) == 1:
+        gx = gx[0][1]
+    else:  # back in encoder order
+        parts = {e: g[i * len(reverse):(i + 1) * len(reverse)] for enc, g in gx
+                 for i, e in enumerate(enc)}
+        gx = jnp.concatenate([parts[e] for e in range(len(xs))])
+    w_h, b = (jnp.stack([k[j] for enc_kernels in kernels for k in enc_kernels]) for j in (1, 2))
+    h = _recurrence(gx, w_h, b, 1.0 - jnp.stack(hold))
     n_dir = len(reverse)
     return [[jnp.flip(h[e * n_dir + d], 0) if rev else h[e * n_dir + d]
              for d, rev in enumerate(reverse)] for e in range(len(xs))]
