@@ -32,9 +32,37 @@ def make_optimizer(config) -> optax.GradientTransformation:
         decay_steps=max(config.num_train_steps, o.warmup_steps + 1), end_value=0.1 * o.learning_rate)
     parts = []
     if o.grad_clip_norm > 0:
-        parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
+        parts.append(clip_by_global_norm(o.grad_clip_norm))
     parts.append(optax.adamw(schedule, weight_decay=o.weight_decay))
     return optax.chain(*parts)
+
+
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """`optax.clip_by_global_norm` (same formula, same empty state, so checkpoints carry over),
+    with the norm taken over one concatenated vector instead of per parameter, which is a few
+    hundred fewer kernels to compile and launch for the EmoBed models.
+
+    Args:
+      max_norm: the largest global norm let through unscaled.
+
+    Returns:
+      The gradient transformation.
+    """
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        leaves = jax.tree_util.tree_leaves(updates)
+        flat = jnp.concatenate([jnp.ravel(g) for g in leaves])
+        norm = jnp.sqrt(jnp.sum(flat * flat))
+        trigger = norm < max_norm
+        return jax.tree_util.tree_map(
+            lambda t: jax.lax.select(trigger, t, (t / norm.astype(t.dtype)) * max_norm),
+            updates), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def init_params(model, example_batch: dict, rng: jax.Array):
@@ -91,15 +119,17 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, obj, axis_name
     (_, metrics), grads = grad_fn(state.params, state, obj, batch, step_rng, axis_name)
     if axis_name is not None:
         grads = jax.lax.pmean(grads, axis_name)
-    finite = jnp.isfinite(metrics["loss"]) & jnp.all(jnp.stack(
-        [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
+    # One vector of all gradients: per-leaf checks and norms are ~4 small kernels per parameter
+    # (~400 for crossmodal), each compiled and launched on its own.
+    flat = jnp.concatenate([jnp.ravel(g) for g in jax.tree_util.tree_leaves(grads)])
+    finite = jnp.isfinite(metrics["loss"]) & jnp.all(jnp.isfinite(flat))
     new_state = state.apply_gradients(grads=grads)
     if skip_nonfinite:
         new_state = jax.tree_util.tree_map(
             lambda new, old: jnp.where(finite, new, old), new_state, state)
         new_state = new_state.replace(step=state.step + 1,
                                       skipped=state.skipped + (~finite).astype(jnp.int32))
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = jnp.sqrt(jnp.sum(flat * flat))
     metrics["nonfinite"] = (~finite).astype(jnp.float32)
     metrics["skipped_updates"] = new_state.skipped.astype(jnp.float32)
     return new_state, metrics

@@ -4,6 +4,7 @@ import os
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from conftest import run_steps
@@ -110,3 +111,33 @@ def test_skip_nonfinite_updates_keeps_parameters_and_counts(tiny_config, monkeyp
     later, _ = step(good, next(stream), rng)  # (the first update has warm-up learning rate 0)
     changed = jax.tree_util.tree_map(lambda a, b: bool(np.any(a != b)), later.params, state.params)
     assert any(jax.tree_util.tree_leaves(changed))
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 100.0])
+def test_flat_clip_equals_optax_and_grad_norm_is_the_global_norm(max_norm):
+    """The one-vector clip scales exactly like optax's per-leaf one and keeps its state."""
+    keys = jax.random.split(jax.random.key(0), 3)
+    tree = {"a": jax.random.normal(keys[0], (3, 4)), "b": {"c": jax.random.normal(keys[1], (5,)),
+                                                          "d": jax.random.normal(keys[2], (2, 2, 2))}}
+    ours, ref = ts.clip_by_global_norm(max_norm), optax.clip_by_global_norm(max_norm)
+    assert (jax.tree_util.tree_structure(ours.init(tree))
+            == jax.tree_util.tree_structure(ref.init(tree)))
+    got, _ = jax.jit(ours.update)(tree, ours.init(tree))
+    want, _ = jax.jit(ref.update)(tree, ref.init(tree))
+    jax.tree_util.tree_map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-6), got, want)
+    norm = float(optax.global_norm(got))
+    assert norm == pytest.approx(min(max_norm, float(optax.global_norm(tree))), rel=1e-5)
+
+
+def test_grad_norm_metric_is_optax_global_norm(tiny_config):
+    config = tiny_config(method="emobed", **{"model.encoder": "conv"})
+    exp = experiment.build(config, devices=jax.devices()[:1])
+    init_rng, rng = experiment.init_rngs(0)
+    state = ts.create_state(exp.model, config, experiment.example_batch(exp), init_rng)
+    batch = next(experiment.train_stream(exp, 0)[0])
+    _, metrics = jax.jit(ts.bind_train_step(exp.objective))(state, batch, rng)
+    grads = jax.jit(jax.grad(lambda p: ts._loss_fn(p, state, exp.objective, batch,
+                                                   jax.random.fold_in(rng, 0), None)[0]))(
+        state.params)
+    assert float(metrics["grad_norm"]) == pytest.approx(float(optax.global_norm(grads)), rel=1e-5)
+    assert float(metrics["grad_norm"]) > 0
