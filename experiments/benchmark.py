@@ -33,7 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--length", type=int, default=300)
     p.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--rnn_impl", default="fused", help="'fused', 'flax' or 'fused,flax'")
+    p.add_argument("--rnn_impl", default="fused",
+                   help="comma-separated model.rnn_impl values: fused, flax, cudnn, auto")
     p.add_argument("--devices", type=int, default=0,
                    help="XLA host devices for the data mesh (0: one per CPU core)")
     p.add_argument("--torch", choices=("auto", "false"), default="auto",
