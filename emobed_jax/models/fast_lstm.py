@@ -98,6 +98,10 @@ def _forward(gx, w_h, b, hold):
     return jax.lax.fori_loop(0, t_len, step, (zeros, zeros, states))[2]
 
 
+def _project_streams(xs: jax.Array, w_i: jax.Array) -> jax.Array:
+    return jnp.einsum("ntbd,ndg->ntbg", xs, w_i)
+
+
 @jax.custom_vjp
 def _project(xs: jax.Array, w_i: jax.Array) -> jax.Array:
     """Input projections of all steps of every stream, `[N, T, B, D] -> [N, T, B, 4H]`.
@@ -105,11 +109,11 @@ def _project(xs: jax.Array, w_i: jax.Array) -> jax.Array:
     A VJP of its own so that the kernel gradient contracts (T, B) in the order XLA:CPU needs no
     transposes for (see `_contract_time_batch`).
     """
-    return jnp.einsum("ntbd,ndg->ntbg", xs, w_i)
+    return _project_streams(xs, w_i)
 
 
 def _project_fwd(xs, w_i):
-    return jnp.einsum("ntbd,ndg->ntbg", xs, w_i), (xs, w_i)
+    return _project_streams(xs, w_i), (xs, w_i)
 
 
 def _project_bwd(res, dgx):
