@@ -73,7 +73,8 @@ class EmoBedModel(nn.Module):
         activation = _ACTIVATIONS[self.projector_activation]
         embeddings, outputs = {}, {}
         mods = sorted(features)
-        if self.encoder == "lstm" and encoders.resolve_rnn_impl(self.rnn_impl) != "flax":
+        rnn_impl = encoders.resolve_rnn_impl(self.rnn_impl)
+        if self.encoder == "lstm" and rnn_impl != "flax":
             # 'fused': the modalities' LSTMs run as streams of shared loops (one per layer and
             # pass, not one per modality); parameters and results are those of separate encoders.
             stacks = [encoders.FusedLSTMParams(self.hidden, self.num_layers, self.bidirectional,
@@ -81,11 +82,11 @@ class EmoBedModel(nn.Module):
                                                    features[m].shape, train) for m in mods]
             encoded = dict(zip(mods, encoders.run_fused_lstm_stacks(
                 [features[m] for m in mods], [lengths[m] for m in mods], stacks,
-                self.bidirectional, self.rnn_impl)))
+                self.bidirectional, rnn_impl)))
         else:
             encoded = {m: encoders.make_encoder(
                 self.encoder, self.hidden, self.num_layers, self.bidirectional, self.kernel_size,
-                self.dropout, name=f"encoder_{m}", rnn_impl=self.rnn_impl)(
+                self.dropout, name=f"encoder_{m}", rnn_impl=rnn_impl)(
                     features[m], lengths[m], train) for m in mods}
         for m in mods:
             h = encoded[m]
