@@ -67,8 +67,8 @@ _HOLD = -1e9
 
 def _forward(gx, w_h, b, hold):
     """Runs the streams from their input projections `gx [N, T, B, 4H]` (without the biases
-    `b [N, 4H]`). Returns `S [N, T + 1, 6, B, H]`: slot t + 1 holds (h, c, i, f, g, o) of step t,
-    slot 0 the zero initial state."""
+    `b [N, 4H]`). Returns `(h, c, i, f, g, o)`, each `[N, T, B, H]` (step t at index t), except
+    `c`, `[N, T + 1, B, H]` with step t at index t + 1 and the zero initial state at 0."""
     n, t_len, batch, _ = gx.shape
     hidden = w_h.shape[1]
     alpha, beta = _gate_constants(hidden, gx.dtype)
@@ -80,7 +80,7 @@ def _forward(gx, w_h, b, hold):
     zeros = jnp.zeros((n, batch, hidden), gx.dtype)
 
     def step(s, carry):
-        h, c, states = carry
+        h, c, bufs = carry
         z = (jax.lax.dynamic_index_in_dim(gx, s, 1, keepdims=False) + bias
              + jax.lax.dynamic_index_in_dim(hold, s, 1, keepdims=False) * hold_gates
              + jnp.einsum("nbh,nhg->nbg", h, w_h))
@@ -89,13 +89,15 @@ def _forward(gx, w_h, b, hold):
         i, f, g, o = jnp.split(act, 4, axis=-1)
         c = f * c + i * g
         h = o * jnp.tanh(c)
-        # Gates stacked on a major axis: the backward loop reads them without lane shuffles.
-        states = jax.lax.dynamic_update_index_in_dim(
-            states, jnp.stack([h, c, i, f, g, o], axis=1), s + 1, 1)
-        return h, c, states
+        # One buffer per quantity: XLA:CPU compiles a read of one step's slice of a single
+        # buffer to vector code, but slices of a step's slab of a stacked buffer (several
+        # quantities on one axis) to scalar code, 3x slower in the backward loop.
+        bufs = tuple(jax.lax.dynamic_update_index_in_dim(buf, v, s + (k == 1), 1)
+                     for k, (buf, v) in enumerate(zip(bufs, (h, c, i, f, g, o))))
+        return h, c, bufs
 
-    states = jnp.zeros((n, t_len + 1, 6, batch, hidden), gx.dtype)
-    return jax.lax.fori_loop(0, t_len, step, (zeros, zeros, states))[2]
+    bufs = tuple(jnp.zeros((n, t_len + (k == 1), batch, hidden), gx.dtype) for k in range(6))
+    return jax.lax.fori_loop(0, t_len, step, (zeros, zeros, bufs))[2]
 
 
 def _project_streams(xs: jax.Array, w_i: jax.Array) -> jax.Array:
@@ -127,29 +129,33 @@ _project.defvjp(_project_fwd, _project_bwd)
 @jax.custom_vjp
 def _recurrence(gx: jax.Array, w_h: jax.Array, b: jax.Array, hold: jax.Array) -> jax.Array:
     """The recurrent part of N streams, from their input projections `gx [N, T, B, 4H]`."""
-    return _forward(gx, w_h, b, hold)[:, 1:, 0]
+    return _forward(gx, w_h, b, hold)[0]
 
 
 def _recurrence_fwd(gx, w_h, b, hold):
     states = _forward(gx, w_h, b, hold)
-    return states[:, 1:, 0], (w_h, hold, states)
+    # gx is kept only as the backward loop's output buffer (same shape as the gradients it
+    # collects, every step overwritten): initialising a fresh buffer costs a full memset.
+    return states[0], (gx, w_h, hold, states)
 
 
 def _recurrence_bwd(res, dy):
-    w_h, hold, states = res
+    gx, w_h, hold, (hs, cs, i_s, f_s, g_s, o_s) = res
     n, t_len = dy.shape[:2]
     zeros = jnp.zeros((n,) + dy.shape[2:], dy.dtype)
     w_h_t = jnp.swapaxes(w_h, 1, 2)
+
+    def at(a, s):
+        return jax.lax.dynamic_index_in_dim(a, s, 1, keepdims=False)
 
     def step(k, carry):
         # The backward loop carries only the two state gradients; the pre-activation gradient
         # dz of every step is stored for the weight gradients below.
         s = t_len - 1 - k
         dh_next, dc_next, dzs = carry
-        st = jax.lax.dynamic_index_in_dim(states, s + 1, 1, keepdims=False)
-        c_prev = jax.lax.dynamic_index_in_dim(states, s, 1, keepdims=False)[:, 1]
-        c, i, f, g, o = st[:, 1], st[:, 2], st[:, 3], st[:, 4], st[:, 5]
-        dh = jax.lax.dynamic_index_in_dim(dy, s, 1, keepdims=False) + dh_next
+        c_prev, c = at(cs, s), at(cs, s + 1)
+        i, f, g, o = at(i_s, s), at(f_s, s), at(g_s, s), at(o_s, s)
+        dh = at(dy, s) + dh_next
         tc = jnp.tanh(c)
         dc = dc_next + dh * o * (1.0 - tc * tc)
         dz = jnp.concatenate([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
@@ -157,11 +163,11 @@ def _recurrence_bwd(res, dy):
         dzs = jax.lax.dynamic_update_index_in_dim(dzs, dz, s, 1)
         return jnp.einsum("nbg,ngh->nbh", dz, w_h_t), dc * f, dzs
 
-    dzs = jnp.zeros(dy.shape[:3] + (w_h.shape[2],), dy.dtype)
-    dzs = jax.lax.fori_loop(0, t_len, step, (zeros, zeros, dzs))[2]
+    dzs = jax.lax.fori_loop(0, t_len, step, (zeros, zeros, gx))[2]
     # The recurrent kernel gradient of all time steps: one matmul, after the loop. (Held steps
     # have dz = 0 exactly: their i, f gates are 0 and so is c.)
-    dw_h = _contract_time_batch(states[:, :t_len, 0], dzs)
+    h_prev = jnp.concatenate([jnp.zeros_like(hs[:, :1]), hs[:, :-1]], axis=1)
+    dw_h = _contract_time_batch(h_prev, dzs)
     return dzs, dw_h, jnp.sum(dzs, axis=(1, 2)), jnp.zeros_like(hold)
 
 
