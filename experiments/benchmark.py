@@ -1,7 +1,7 @@
 """Speed of the training step against a plain PyTorch implementation of the same shapes.
 
     python experiments/benchmark.py --shape=recola_blstm|crossmodal [--batch=32 --length=300]
-        [--steps=20] [--rnn_impl=fused,flax] [--devices=N] --output=FILE.json
+        [--steps=20] [--rnn_impl=fused,flax] [--devices=N] [--loop_probe=true] --output=FILE.json
 
 The shapes and every measured quantity are described in docs/benchmark.md (README "Speed").
 JAX runs the project's own `train_step` under `jit` over a `--devices`-device data mesh (default:
@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 
+import loop_probe
 from machine_load import BusyMeter, peak_rss_mb, tcmalloc_status, wait_until_idle
 
 SHAPES = {"recola_blstm": {"audio": 88}, "crossmodal": {"audio": 88, "video": 40}}
@@ -46,6 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scaling", choices=("true", "false"), default="true",
                    help="also time lengths 100/300/1000 and batches 8/32/128")
     p.add_argument("--scaling_steps", type=int, default=3)
+    p.add_argument("--loop_probe", choices=("true", "false"), default="false",
+                   help="also time the fused LSTM's loops of one device in isolation "
+                        "(experiments/loop_probe.py)")
     p.add_argument("--pipeline_batches", type=int, default=20)
     p.add_argument("--wait_idle", type=float, default=0.0,
                    help="on a shared machine: before each timed block wait up to this many "
@@ -262,6 +266,10 @@ def measure(args) -> dict:
     result["scaling"] = []
     if args.scaling == "true":
         result["scaling"] = scaling(args, dims, impls[0], threads, result)
+    result["loop_probe"] = None
+    if args.loop_probe == "true":
+        result["loop_probe"] = loop_probe.probe(len(dims), args.batch, args.length,
+                                                jax.device_count())
     result["peak_rss_mb"] = peak_rss_mb()
     if torch_runner:
         result["torch"]["peak_rss_mb"] = torch_runner.peak_rss_mb()
@@ -326,6 +334,8 @@ def format_table(result: dict) -> str:
         torch_ms = f"  torch {row['torch_step_ms']:8.1f} ms" if "torch_step_ms" in row else ""
         lines.append(f"scaling B={row['batch']:<4} T={row['length']:<5} "
                      f"jax {row['jax_step_ms']:8.1f} ms{torch_ms}")
+    if result.get("loop_probe"):
+        lines.append(loop_probe.format_probe(result["loop_probe"]))
     torch_rss = (f", torch process {result['torch']['peak_rss_mb']:.0f} MiB"
                  if result["torch"] else "")
     lines.append(f"peak RSS: jax process {result['peak_rss_mb']:.0f} MiB{torch_rss}")

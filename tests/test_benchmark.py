@@ -22,16 +22,35 @@ def test_benchmark_smoke_writes_every_key(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     for key in ("shape", "batch", "length", "devices", "tcmalloc", "versions", "jax", "torch",
-                "pipeline", "eval", "scaling", "peak_rss_mb", "other_cores_busy"):
+                "pipeline", "eval", "scaling", "loop_probe", "peak_rss_mb", "other_cores_busy"):
         assert key in result, key
     assert result["shape"] == "recola_blstm" and result["devices"] == 2
     fused = result["jax"]["fused"]
     for key in ("step_ms", "steps_per_s", "frames_per_s", "compile_s", "final_loss"):
         assert np.isfinite(fused[key]) and fused[key] > 0, key
     assert fused["frames_per_s"] == pytest.approx(4 * 20 * fused["steps_per_s"])
-    assert result["torch"] is None and result["scaling"] == []
+    assert result["torch"] is None and result["scaling"] == [] and result["loop_probe"] is None
     assert result["pipeline"]["examples_per_s"] > 0 and result["pipeline"]["ratio"] > 0
     assert "jax-fused" in proc.stdout and "input pipeline" in proc.stdout
+
+
+def test_loop_probe_times_one_device_streams(tmp_path):
+    out = tmp_path / "probe.json"
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "benchmark.py"), "--shape=crossmodal",
+         "--steps=1", "--length=12", "--batch=4", "--repeats=1", "--scaling=false",
+         "--torch=false", "--devices=2", "--pipeline_batches=2", "--loop_probe=true",
+         f"--output={out}"], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    p = json.loads(out.read_text())["loop_probe"]
+    # crossmodal: 2 modalities x 2 directions; batch 4 over 2 devices: 2 rows per device.
+    assert (p["streams"], p["rows_per_device"], p["length"], p["hidden"]) == (4, 2, 12, 64)
+    assert p["extra_store_bytes_per_step"] == 5 * 4 * 2 * 64 * 4
+    for key in ("forward_ms", "forward_output_only_ms", "step_matmuls_ms", "backward_ms"):
+        assert np.isfinite(p[key]) and p[key] > 0, key
+    assert "loop probe (4 streams x 2 rows, T=12" in proc.stdout
 
 
 def test_benchmark_rejects_bad_flags(tmp_path):
