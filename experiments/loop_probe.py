@@ -12,7 +12,9 @@ sequences, 64 units), on one XLA device and, where Linux allows it, pinned to on
 * `backward_ms`: the backward loop with the kernel and bias gradients after it.
 
 The difference between the first two, over the bytes the extra stores write, is the rate at which
-the loop stores its states (`store_gb_per_s`); docs/benchmark.md explains what it shows.
+the loop stores its states (`store_gb_per_s`); docs/benchmark.md explains what it shows. The
+probe calls `fast_lstm`'s private loop functions: it measures that module's internals and
+changes with them.
 """
 from __future__ import annotations
 

@@ -137,7 +137,8 @@ def _recurrence(gx: jax.Array, w_h: jax.Array, b: jax.Array, hold: jax.Array) ->
 def _recurrence_fwd(gx, w_h, b, hold):
     states = _forward(gx, w_h, b, hold)
     # gx is kept only as the backward loop's output buffer (same shape as the gradients it
-    # collects, every step overwritten): initialising a fresh buffer costs a full memset.
+    # collects, every step overwritten): initialising a fresh buffer costs a full memset. It
+    # stays allocated until this layer's backward pass, which a fresh buffer would not.
     return states[0], (gx, w_h, hold, states)
 
 
