@@ -94,11 +94,13 @@ def _forward(gx, w_h, b, hold):
         # One buffer per quantity: reading one step of a single buffer is ~3x faster on XLA:CPU
         # than slicing quantities out of one step of a stacked buffer (measured in the backward
         # loop, which reads five of them per step).
-        bufs = tuple(jax.lax.dynamic_update_index_in_dim(buf, v, s + (k == 1), 1)
+        # c's buffer has the initial state at index 0, so step s goes to s + 1.
+        bufs = tuple(jax.lax.dynamic_update_index_in_dim(buf, v, s + 1 if k == 1 else s, 1)
                      for k, (buf, v) in enumerate(zip(bufs, (h, c, i, f, g, o))))
         return h, c, bufs
 
-    bufs = tuple(jnp.zeros((n, t_len + (k == 1), batch, hidden), gx.dtype) for k in range(6))
+    bufs = tuple(jnp.zeros((n, t_len + 1 if k == 1 else t_len, batch, hidden), gx.dtype)
+                 for k in range(6))
     return jax.lax.fori_loop(0, t_len, step, (zeros, zeros, bufs))[2]
 
 
