@@ -268,8 +268,9 @@ def measure(args) -> dict:
         result["scaling"] = scaling(args, dims, impls[0], threads, result)
     result["loop_probe"] = None
     if args.loop_probe == "true":
-        result["loop_probe"] = loop_probe.probe(len(dims), args.batch, args.length,
-                                                jax.device_count())
+        result["loop_probe"] = loop_probe.probe(
+            len(dims), args.batch, args.length, jax.device_count(),
+            median_seconds=lambda call: _median(time_steps(call, 11)[1:]))  # 1st: compile
     result["peak_rss_mb"] = peak_rss_mb()
     if torch_runner:
         result["torch"]["peak_rss_mb"] = torch_runner.peak_rss_mb()

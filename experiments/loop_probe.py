@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 
 HIDDEN = 64
 
@@ -47,27 +46,15 @@ def pinned_to_one_core():
                 os.sched_setaffinity(tid, cores)
 
 
-def _median_ms(fn, args, repeats: int) -> float:
-    import jax
-    import numpy as np
-
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
-
-
-def probe(num_modalities: int, batch: int, length: int, devices: int, repeats: int = 10) -> dict:
+def probe(num_modalities: int, batch: int, length: int, devices: int, median_seconds) -> dict:
     """Times one layer's loops for the streams of one device.
 
     Args:
       num_modalities: encoders sharing the loop (1: `recola_blstm`, 2: `crossmodal`).
       batch, length: the benchmark's global batch and sequence length.
       devices: devices of the data mesh (each runs batch / devices sequences).
-      repeats: timed calls per quantity (median).
+      median_seconds: `f(call) -> seconds`, the benchmark's median time of a call after a
+        warm-up.
 
     Returns:
       A dict of the shape, the times in ms, the bytes stored per step and the store rate.
@@ -96,14 +83,18 @@ def probe(num_modalities: int, batch: int, length: int, devices: int, repeats: i
         return jax.lax.fori_loop(0, length, step, jnp.zeros((streams, rows, HIDDEN), w.dtype))
 
     matmuls = jax.jit(matmuls_only)
+
+    def ms(fn, *args):
+        return 1000 * median_seconds(lambda: jax.block_until_ready(fn(*args)))
+
     with pinned_to_one_core() as pinned:
         result = {
             "streams": streams, "rows_per_device": rows, "length": length, "hidden": HIDDEN,
             "pinned_to_one_core": pinned,
-            "forward_ms": _median_ms(forward_all, (gx, w_h, bias, hold), repeats),
-            "forward_output_only_ms": _median_ms(forward_out, (gx, w_h, bias, hold), repeats),
-            "step_matmuls_ms": _median_ms(matmuls, (w_h,), repeats),
-            "backward_ms": _median_ms(backward, (residuals, dy), repeats),
+            "forward_ms": ms(forward_all, gx, w_h, bias, hold),
+            "forward_output_only_ms": ms(forward_out, gx, w_h, bias, hold),
+            "step_matmuls_ms": ms(matmuls, w_h),
+            "backward_ms": ms(backward, residuals, dy),
         }
     # The stores that training adds to the output's: c and the four gates, 4 bytes each.
     extra = 5 * streams * rows * HIDDEN * 4
