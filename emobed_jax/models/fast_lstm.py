@@ -67,6 +67,11 @@ def _gate_constants(hidden: int, dtype):
 _HOLD = -1e9
 
 
+# Where step t goes in the buffer of each stored quantity (h, c, i, f, g, o): c's buffer keeps
+# the zero initial state at index 0 (the backward loop reads c of step t - 1 there).
+_SLOT_OFFSETS = (0, 1, 0, 0, 0, 0)
+
+
 def _forward(gx, w_h, b, hold):
     """Runs the streams from their input projections `gx [N, T, B, 4H]` (without the biases
     `b [N, 4H]`). Returns `(h, c, i, f, g, o)`, each `[N, T, B, H]` (step t at index t), except
@@ -94,13 +99,12 @@ def _forward(gx, w_h, b, hold):
         # One buffer per quantity: reading one step of a single buffer is ~3x faster on XLA:CPU
         # than slicing quantities out of one step of a stacked buffer (measured in the backward
         # loop, which reads five of them per step).
-        # c's buffer has the initial state at index 0, so step s goes to s + 1.
-        bufs = tuple(jax.lax.dynamic_update_index_in_dim(buf, v, s + 1 if k == 1 else s, 1)
-                     for k, (buf, v) in enumerate(zip(bufs, (h, c, i, f, g, o))))
+        bufs = tuple(jax.lax.dynamic_update_index_in_dim(buf, v, s + offset, 1)
+                     for buf, v, offset in zip(bufs, (h, c, i, f, g, o), _SLOT_OFFSETS))
         return h, c, bufs
 
-    bufs = tuple(jnp.zeros((n, t_len + 1 if k == 1 else t_len, batch, hidden), gx.dtype)
-                 for k in range(6))
+    bufs = tuple(jnp.zeros((n, t_len + offset, batch, hidden), gx.dtype)
+                 for offset in _SLOT_OFFSETS)
     return jax.lax.fori_loop(0, t_len, step, (zeros, zeros, bufs))[2]
 
 
