@@ -9,9 +9,9 @@ in the backward scan, a weight-gradient update. Here (`lstm_layer`, `lstm_stream
 * the directions of a layer, and the layers of several encoders of equal length (audio and video
   in crossmodal training), are "streams" `[N, B, H]` of one loop, each with its own kernels (a
   batched matmul per step), so the loop count does not grow with directions or modalities;
-* the backward loop carries only the two state gradients and stores the pre-activation gradient
-  of each step; the kernel, bias and input gradients are one matmul (or sum) each over all time
-  steps afterwards.
+* the backward loop carries only the two state gradients (and the bias gradient's running sum)
+  and stores the pre-activation gradient of each step; the kernel and input gradients are one
+  matmul each over all time steps afterwards.
 
 Variable lengths: a backward stream reads the time-reversed frames, and its state is held at
 exactly zero over the padded frames (its i and f gates are forced to 0), so it starts from the
@@ -158,10 +158,10 @@ def _recurrence_bwd(res, dy):
         return jax.lax.dynamic_index_in_dim(a, s, 1, keepdims=False)
 
     def step(k, carry):
-        # The backward loop carries only the two state gradients; the pre-activation gradient
-        # dz of every step is stored for the weight gradients below.
+        # The backward loop carries the two state gradients and the bias gradient's running
+        # sum; the pre-activation gradient dz of every step is stored for the kernel gradients.
         s = t_len - 1 - k
-        dh_next, dc_next, dzs = carry
+        dh_next, dc_next, db, dzs = carry
         c_prev, c = at(cs, s), at(cs, s + 1)
         i, f, g, o = at(i_s, s), at(f_s, s), at(g_s, s), at(o_s, s)
         dh = at(dy, s) + dh_next
@@ -170,14 +170,18 @@ def _recurrence_bwd(res, dy):
         dz = jnp.concatenate([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
                               dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)], axis=-1)
         dzs = jax.lax.dynamic_update_index_in_dim(dzs, dz, s, 1)
-        return jnp.einsum("nbg,ngh->nbh", dz, w_h_t), dc * f, dzs
+        return jnp.einsum("nbg,ngh->nbh", dz, w_h_t), dc * f, db + dz, dzs
 
-    dzs = jax.lax.fori_loop(0, t_len, step, (zeros, zeros, gx))[2]
+    # The bias gradient is summed over time inside the loop, in a [N, B, 4H] accumulator that
+    # stays in cache: summed after the loop it is one more full read of the stored dz (as large
+    # as gx), which made the step 1-2 % slower (measured in docs/benchmark.md).
+    db0 = jnp.zeros((n,) + gx.shape[2:], dy.dtype)
+    _, _, db, dzs = jax.lax.fori_loop(0, t_len, step, (zeros, zeros, db0, gx))
     # The recurrent kernel gradient of all time steps: one matmul, after the loop. (Held steps
     # have dz = 0 exactly: their i, f gates are 0 and so is c.)
     h_prev = jnp.concatenate([jnp.zeros_like(hs[:, :1]), hs[:, :-1]], axis=1)
     dw_h = _contract_time_batch(h_prev, dzs)
-    return dzs, dw_h, jnp.sum(dzs, axis=(1, 2)), jnp.zeros_like(hold)
+    return dzs, dw_h, jnp.sum(db, axis=1), jnp.zeros_like(hold)
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
