@@ -9,7 +9,8 @@ sequences, 64 units), on one XLA device and, where Linux allows it, pinned to on
 * `forward_output_only_ms`: the same loop when only h is kept (XLA drops the other stores), as
   in evaluation;
 * `step_matmuls_ms`: a loop of the per-step matmuls alone;
-* `backward_ms`: the backward loop with the kernel and bias gradients after it.
+* `backward_ms`: the backward loop (which also sums the bias gradient) with the kernel gradients
+  after it.
 
 The difference between the first two, over the bytes the extra stores write, is the rate at which
 the loop stores its states (`store_gb_per_s`); docs/benchmark.md explains what it shows. The
