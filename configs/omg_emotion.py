@@ -17,12 +17,12 @@ Expected result: not measured here (the clips cannot be downloaded in this envir
 context, the organisers' validation baselines are CCC about .15/.23 (arousal/valence); strong
 submissions .34-.40/.40-.52. Classification: report accuracy, UAR and macro-F1.
 """
-from emobed_jax import default_config
+from emobed_jax import config as config_lib
 
 
 def get_config(arg: str | None = None):
     """Returns the OMG-Emotion config; `arg` is 'METHOD[,TARGET[,TASK]]'."""
-    config = default_config.get_base_config()
+    config = config_lib.get_base_config()
     config.data.name = "omg_emotion"
     config.data.config = "openface"
     config.modalities = ("audio", "video")
@@ -38,7 +38,7 @@ def get_config(arg: str | None = None):
     config.checkpoint_every_steps = 200
     config.loss.class_weights = "inverse"  # Surprise is ~1% of training utterances
     config.loss.positives = "class"
-    default_config.apply_arg(config, arg)
+    config_lib.apply_arg(config, arg)
     if config.task == "arousal_valence":
         # Utterance-level CCC loss; positives for the crossmodal term by label distance
         # (arousal in [0, 1], valence in [-1, 1]).

@@ -19,12 +19,12 @@ Expected result: not measured here (the corpus is licensed); published anchors o
 CCC .702/.638 (AVEC 2016 multimodal baseline) for arousal/valence. Report validation CCC over the
 concatenated dev recordings (`ccc_arousal`, `ccc_valence`) and per recording (`*_per_recording`).
 """
-from emobed_jax import default_config
+from emobed_jax import config as config_lib
 
 
 def get_config(arg: str | None = None):
     """Returns the RECOLA config; `arg` is 'METHOD[,TARGET]' (default 'emobed,audio')."""
-    config = default_config.get_base_config()
+    config = config_lib.get_base_config()
     config.data.name = "recola"
     config.data.config = "logmel"
     config.modalities = ("audio", "video_geometric", "video_appearance")
@@ -43,4 +43,4 @@ def get_config(arg: str | None = None):
     config.loss.positives = "bins"
     config.loss.num_bins = 3
     config.eval_splits = ("validation", "test")
-    return default_config.apply_arg(config, arg)
+    return config_lib.apply_arg(config, arg)

@@ -11,12 +11,12 @@ Command (the `make demo` job runs this twice, for `emobed` and `monomodal`):
 Expected result (2-core CPU, about a minute per run): validation CCC well above 0 for both
 dimensions; see README "Results on the synthetic dataset" for the numbers we measured.
 """
-from emobed_jax import default_config
+from emobed_jax import config as config_lib
 
 
 def get_config(arg: str | None = None):
     """Returns the config; `arg` is 'METHOD[,TARGET]' (optional)."""
-    config = default_config.get_base_config()
+    config = config_lib.get_base_config()
     config.data.name = "synthetic_emotion"
     config.data.config = "default"
     config.modalities = ("audio", "video")
@@ -28,4 +28,4 @@ def get_config(arg: str | None = None):
     config.batch_size = 32
     config.eval_every_steps = 200
     config.checkpoint_every_steps = 200
-    return default_config.apply_arg(config, arg)
+    return config_lib.apply_arg(config, arg)

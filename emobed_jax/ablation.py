@@ -15,7 +15,7 @@ import os
 import numpy as np
 import scipy.stats
 
-from emobed_jax import multiseed
+from emobed_jax.training import replicas
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def run_ablation(config, workdir: str, num_seeds: int, methods, targets, devices
                     runs[name] = previous
                     continue
             log.info("training %s (%d seeds)", name, num_seeds)
-            runs[name] = multiseed.train_replicas(cfg, run_dir, devices)
+            runs[name] = replicas.train_replicas(cfg, run_dir, devices)
     return runs
 
 

@@ -94,7 +94,9 @@ class JaxRunner:
         import numpy as np
         import optax
 
-        from emobed_jax import objective as objective_lib, parallel, train_step
+        from emobed_jax.losses import objective as objective_lib
+
+        from emobed_jax.training import parallel, state as train_step
         from emobed_jax.losses import mining
         from emobed_jax.models import emobed
 
@@ -157,11 +159,11 @@ def pipeline_throughput(dims: dict, batch: int, length: int, num_batches: int) -
     import grain
     import numpy as np
 
-    from emobed_jax import batching, data_loading
+    from emobed_jax.data import batching, loading
 
     rng = np.random.default_rng(0)
     recordings, frames = 16, 4 * length
-    data = data_loading.SplitData(
+    data = loading.SplitData(
         names=[f"train_{i}" for i in range(recordings)],
         features={m: [rng.standard_normal((frames, d)).astype(np.float32)
                       for _ in range(recordings)] for m, d in dims.items()},

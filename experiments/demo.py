@@ -33,7 +33,7 @@ def main() -> None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     logging.basicConfig(level=logging.WARNING)
     from configs import synthetic
-    from emobed_jax import train
+    from emobed_jax.training import train
 
     results = {}
     for method in ("monomodal", "emobed"):

@@ -59,9 +59,9 @@ def _run():
         # metadata, SLURM, Open MPI); on CPU, jax's default gloo collectives link the processes.
         jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                    num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
-    from emobed_jax import train
+    from emobed_jax.training import train
 
-    from emobed_jax import preemption
+    from emobed_jax.training import preemption
 
     # Our own progress at INFO on process 0; libraries that log through absl (orbax, tfds) at
     # WARNING so the output stays readable.
@@ -70,9 +70,9 @@ def _run():
     config = _CONFIG.value
     if _MODE.value == "train":
         if config.num_seeds > 1:
-            from emobed_jax import multiseed
+            from emobed_jax.training import replicas
 
-            results = multiseed.train_replicas(config, _WORKDIR.value)
+            results = replicas.train_replicas(config, _WORKDIR.value)
             summary = {f"{split} (seed {seed})": m for split, per_seed in results["metrics"].items()
                        for seed, m in zip(results["seeds"], per_seed)}
         else:

@@ -81,7 +81,7 @@ def run_steps(config, devices, steps):
     """
     import jax
 
-    from emobed_jax import experiment, train_step as ts
+    from emobed_jax.training import experiment, state as ts
 
     exp = experiment.build(config, devices=devices)
     init_rng, rng = experiment.init_rngs(config.seed)

@@ -20,7 +20,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import make_tiny_config
-from emobed_jax import default_config, train
+from emobed_jax import config as config_lib
+from emobed_jax.training import train
 from emobed_jax.datasets import omg_emotion, recola
 from emobed_jax.features.arff import ArffError
 from emobed_jax.features.audio import AudioError
@@ -77,7 +78,7 @@ def _recola(tmp_path, **kwargs):
 
 
 def _dataset_config(tmp_path, name: str, builder_config: str, manual_dir, modalities, **overrides):
-    config = default_config.get_base_config()
+    config = config_lib.get_base_config()
     config.data.name, config.data.config = name, builder_config
     config.data.manual_dir, config.data.data_dir = str(manual_dir), str(tmp_path / "data")
     config.modalities, config.target_modality = tuple(modalities), modalities[0]

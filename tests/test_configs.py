@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from emobed_jax import default_config
+from emobed_jax import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(f for f in glob.glob(os.path.join(ROOT, "configs", "*.py"))
@@ -28,14 +28,14 @@ def test_config_file_loads_and_validates(path):
     module = _load(path)
     assert module.__doc__ and "experiments/main.py" in module.__doc__, "docstring must give the command"
     config = module.get_config()
-    default_config.validate_config(config)
-    for method in default_config.METHODS:
-        default_config.validate_config(module.get_config(method))
+    config_lib.validate_config(config)
+    for method in config_lib.METHODS:
+        config_lib.validate_config(module.get_config(method))
 
 
 def test_config_keys_match_base():
     """Experiment configs only set keys the base config defines (no key nobody reads)."""
-    base = default_config.get_base_config().to_dict()
+    base = config_lib.get_base_config().to_dict()
     for path in CONFIG_FILES:
         config = _load(path).get_config().to_dict()
 
@@ -56,15 +56,15 @@ def test_config_keys_match_base():
     ("loss.mining", "random", "expected one of ['batch_hard', 'semi_hard']"),
 ])
 def test_invalid_values_name_key_and_valid_ones(key, value, needle):
-    config = default_config.get_base_config()
+    config = config_lib.get_base_config()
     config.update_from_flattened_dict({key: value})
     with pytest.raises(ValueError) as e:
-        default_config.validate_config(config, num_devices=2)
+        config_lib.validate_config(config, num_devices=2)
     assert needle in str(e.value)
 
 
 def test_config_argument_sets_method_target_task():
-    config = default_config.apply_arg(default_config.get_base_config(), "joint,video")
+    config = config_lib.apply_arg(config_lib.get_base_config(), "joint,video")
     assert (config.method, config.target_modality) == ("joint", "video")
     with pytest.raises(ValueError, match="at most METHOD,TARGET,TASK"):
-        default_config.apply_arg(default_config.get_base_config(), "a,b,c,d")
+        config_lib.apply_arg(config_lib.get_base_config(), "a,b,c,d")

@@ -131,13 +131,13 @@ def test_unknown_rnn_impl_is_rejected_and_gru_uses_flax():
 
 
 def test_auto_is_fused_without_a_gpu_and_the_config_lists_every_impl():
-    from emobed_jax import default_config
+    from emobed_jax import config as config_lib
 
     if jax.default_backend() == "cpu":  # as in CI: no cuDNN kernel, so 'auto' is the fused LSTM
         assert not cudnn_lstm.available() and encoders.resolve_rnn_impl("auto") == "fused"
     else:
         assert encoders.resolve_rnn_impl("auto") == ("cudnn" if cudnn_lstm.available() else "fused")
-    assert default_config.RNN_IMPLS == encoders.RNN_IMPLS
+    assert config_lib.RNN_IMPLS == encoders.RNN_IMPLS
     x, lengths = _inputs()
     auto = encoders.RecurrentEncoder(hidden=4, rnn_impl="auto")
     flax_enc = encoders.RecurrentEncoder(hidden=4, rnn_impl="flax")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from emobed_jax import metrics
+from emobed_jax.evaluation import metrics
 
 
 def _ref_ccc(x, y) -> float:

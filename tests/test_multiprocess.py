@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from emobed_jax import checkpointing, train
+from emobed_jax.training import checkpoints, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LAUNCHER = REPO / "experiments" / "launch_local.py"
@@ -46,7 +46,7 @@ def _override_flags(config) -> list:
 
 
 def _final_state(workdir) -> tuple[int, dict]:
-    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints", "latest"))
+    ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "latest"))
     step = ckpt.latest_step()
     arrays = ckpt.restore_arrays(step)
     ckpt.close()

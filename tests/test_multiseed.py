@@ -3,7 +3,7 @@ import jax
 import numpy as np
 
 from conftest import run_steps
-from emobed_jax import experiment, multiseed
+from emobed_jax.training import experiment, replicas
 
 
 def _separate_run(config, seed, steps):
@@ -16,11 +16,11 @@ def test_replica_k_equals_a_separate_run_with_seed_k(tiny_config):
     config = tiny_config(method="emobed", **{"model.encoder": "conv"})
     exp = experiment.build(config, devices=jax.devices()[:1])
     seeds = [3, 4]
-    states, keys = multiseed.init_replicas(exp, seeds)
-    step_fn, sharding = multiseed.compile_replica_step(exp)
+    states, keys = replicas.init_replicas(exp, seeds)
+    step_fn, sharding = replicas.compile_replica_step(exp)
     streams = [experiment.train_stream(exp, 0, s)[0] for s in seeds]
     for _ in range(steps):
-        batch = multiseed._stack([next(s) for s in streams])
+        batch = replicas._stack([next(s) for s in streams])
         states, metrics = step_fn(states, jax.device_put(batch, sharding), keys)
     assert metrics["loss"].shape == (2,)
     stacked = jax.device_get(states.params)
@@ -37,7 +37,7 @@ def test_train_replicas_writes_per_seed_metrics(tiny_config, tmp_path):
     config = tiny_config(method="monomodal", **{"model.encoder": "conv"})
     config.num_seeds = 2
     config.num_train_steps = 6
-    results = multiseed.train_replicas(config, str(tmp_path), devices=jax.devices()[:1])
+    results = replicas.train_replicas(config, str(tmp_path), devices=jax.devices()[:1])
     assert results["seeds"] == [0, 1]
     assert len(results["metrics"]["validation"]) == 2 and len(results["metrics"]["test"]) == 2
     a, b = (m["ccc_mean"] for m in results["metrics"]["validation"])

@@ -8,7 +8,7 @@ import audmetric
 import numpy as np
 import pytest
 
-from emobed_jax import omg_export
+from emobed_jax.datasets import omg_export
 from omg_fixtures import HEADER, VALIDATION_LINES
 
 TRAIN_MEAN = (0.4, 0.05)

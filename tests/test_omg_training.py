@@ -10,7 +10,7 @@ import pytest
 
 from configs import omg_emotion
 from conftest import small_run
-from emobed_jax import train
+from emobed_jax.training import train
 from omg_fixtures import write_omg_manual_dir
 
 

@@ -5,17 +5,19 @@ import jax
 import numpy as np
 import pytest
 
-from emobed_jax import batching, data_loading, experiment, train_step as ts
+from emobed_jax.data import batching, loading
+
+from emobed_jax.training import experiment, state as ts
 
 
 def test_shift_labels_on_a_hand_made_shift():
     labels = np.stack([np.arange(10.0), 100 + np.arange(10.0)], axis=-1)
-    targets, valid = data_loading.shift_labels(labels, np.array([2, 0]))
+    targets, valid = loading.shift_labels(labels, np.array([2, 0]))
     np.testing.assert_array_equal(targets[:8, 0], np.arange(2.0, 10.0))
     np.testing.assert_array_equal(targets[:8, 1], 100 + np.arange(8.0))
     np.testing.assert_array_equal(valid, [True] * 8 + [False] * 2)
     # Predictions made at frame t for label t + d land back on label frame t + d.
-    back = data_loading.unshift_predictions(targets, np.array([2, 0]))
+    back = loading.unshift_predictions(targets, np.array([2, 0]))
     np.testing.assert_array_equal(back[2:10, 0], np.arange(2.0, 10.0))
     np.testing.assert_array_equal(back[:2, 0], [2.0, 2.0])  # edge-padded, still scored
 
@@ -24,14 +26,14 @@ def test_delay_frames_from_seconds(tiny_config):
     config = tiny_config()
     config.data.label_delay_s.arousal = 2.0
     config.data.label_delay_s.valence = 0.4
-    np.testing.assert_array_equal(data_loading.delay_frames(config), [50, 10])
+    np.testing.assert_array_equal(loading.delay_frames(config), [50, 10])
     config.data.label_delay_s.valence = -1.0
     with pytest.raises(ValueError, match="expected delays >= 0"):
-        data_loading.delay_frames(config)
+        loading.delay_frames(config)
 
 
 def _examples(lengths):
-    data = data_loading.SplitData(
+    data = loading.SplitData(
         names=[f"r{i}" for i in range(len(lengths))],
         features={"audio": [np.zeros((n, 2), np.float32) for n in lengths]},
         valid={"audio": [np.ones(n, bool) for n in lengths]},
@@ -110,10 +112,10 @@ def _fake_builder(video):
 
 def test_nonfinite_features_are_masked_and_counted_or_raise():
     video = np.array([[1.0, 2.0], [np.nan, 0.0], [np.inf, 1.0]], np.float32)
-    data = data_loading.read_split(_fake_builder(video), "train", ("audio", "video"), "mask")
+    data = loading.read_split(_fake_builder(video), "train", ("audio", "video"), "mask")
     assert data.nonfinite_frames == {"audio": 0, "video": 2}
     assert data.valid["video"][0].tolist() == [True, False, False]
     assert np.all(np.isfinite(data.features["video"][0]))
     with pytest.raises(ValueError, match=r"example 'r0': modality 'video' has non-finite values "
                                          r"\(first at frame 1\)"):
-        data_loading.read_split(_fake_builder(video), "train", ("audio", "video"), "raise")
+        loading.read_split(_fake_builder(video), "train", ("audio", "video"), "raise")

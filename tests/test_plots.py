@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emobed_jax import metrics, plots
+from emobed_jax.evaluation import metrics, plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

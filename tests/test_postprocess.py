@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 
-from emobed_jax.postprocess import apply_bias_scale, fit_bias_scale, median_smooth
+from emobed_jax.evaluation.postprocess import apply_bias_scale, fit_bias_scale, median_smooth
 
 
 def test_median_smooth_known_values_per_dimension():

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from cli_helpers import ROOT, run_main, tiny_flags
-from emobed_jax import checkpointing
+from emobed_jax.training import checkpoints
 
 STEPS = {"num_train_steps": 80, "checkpoint_every_steps": 10, "eval_every_steps": 40,
          "log_every_steps": 10}
 
 
 def _latest(workdir):
-    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints", "latest"))
+    ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "latest"))
     step = ckpt.latest_step()
     arrays = ckpt.restore_arrays(step) if step is not None else None
     ckpt.close()

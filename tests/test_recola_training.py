@@ -6,7 +6,7 @@ import pytest
 
 from configs import recola
 from conftest import small_run
-from emobed_jax import experiment, train, train_step as ts
+from emobed_jax.training import experiment, state as ts, train
 from recola_fixtures import write_recola_package
 
 

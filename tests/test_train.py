@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from conftest import run_steps
-from emobed_jax import checkpointing, experiment, train, train_step as ts
+from emobed_jax.training import checkpoints, experiment, state as ts, train
 
 
 @pytest.mark.parametrize("method", ["monomodal", "emobed"])
@@ -27,7 +27,7 @@ def test_loss_falls_on_a_small_problem(tiny_config, method):
 
 
 def _params(workdir):
-    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints", "latest"))
+    ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "latest"))
     step = ckpt.latest_step()
     restored = ckpt.restore_arrays(step)
     ckpt.close()
@@ -40,7 +40,7 @@ def test_interrupted_run_resumes_to_identical_parameters(tiny_config, tmp_path, 
     results_full = train.train_and_evaluate(config, full, devices=jax.devices()[:1])
 
     # Crash right after the step-6 checkpoint of the interrupted run is written.
-    original_save = checkpointing.Checkpointer.save
+    original_save = checkpoints.Checkpointer.save
 
     def crashing_save(self, state, meta):
         original_save(self, state, meta)
@@ -48,12 +48,12 @@ def test_interrupted_run_resumes_to_identical_parameters(tiny_config, tmp_path, 
             raise KeyboardInterrupt("simulated preemption")
 
     interrupted = str(tmp_path / "interrupted")
-    monkeypatch.setattr(checkpointing.Checkpointer, "save", crashing_save)
+    monkeypatch.setattr(checkpoints.Checkpointer, "save", crashing_save)
     with pytest.raises(KeyboardInterrupt):
         train.train_and_evaluate(config, interrupted, devices=jax.devices()[:1])
     assert _params(interrupted)[0] == 6
     assert not os.path.exists(os.path.join(interrupted, "results.json"))
-    monkeypatch.setattr(checkpointing.Checkpointer, "save", original_save)
+    monkeypatch.setattr(checkpoints.Checkpointer, "save", original_save)
     results_resumed = train.train_and_evaluate(config, interrupted, devices=jax.devices()[:1])
 
     step_a, params_a = _params(full)
@@ -83,7 +83,7 @@ def test_incompatible_checkpoint_names_the_differing_parameters(tiny_config, tmp
     train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
     wider = tiny_config(method="monomodal", **{"model.encoder": "conv", "model.embedding_dim": 24})
     wider.num_train_steps = 4
-    with pytest.raises(checkpointing.IncompatibleCheckpointError,
+    with pytest.raises(checkpoints.IncompatibleCheckpointError,
                        match=r"different model \(\d+ parameters differ: .*projector_audio/kernel: "
                              r"checkpoint \[16, 16\] vs config \[16, 24\]"):
         train.train_and_evaluate(wider, str(tmp_path), devices=jax.devices()[:1])

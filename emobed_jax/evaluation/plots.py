@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from emobed_jax import metrics
+from emobed_jax.evaluation import metrics
 
 __all__ = [
     "plot_predictions", "plot_utterance_scatter", "normalize_confusion", "plot_confusion_matrix",

@@ -18,21 +18,21 @@ import dataclasses
 import grain
 import numpy as np
 
-from emobed_jax import data_loading
+from emobed_jax.data import loading
 
 
 @dataclasses.dataclass
 class Examples:
     """A split prepared for batching (targets already delay-shifted at frame level)."""
 
-    data: data_loading.SplitData
+    data: loading.SplitData
     targets: list  # [T, 2] / [2] float32, or int
     target_valid: list  # [T] bool, or bool
     level: str
     modalities: tuple
 
 
-def prepare_examples(data: data_loading.SplitData, level: str, task: str, modalities,
+def prepare_examples(data: loading.SplitData, level: str, task: str, modalities,
                      delays: np.ndarray) -> Examples:
     """Builds targets and their validity for every example of a split."""
     targets, valid = [], []
@@ -41,7 +41,7 @@ def prepare_examples(data: data_loading.SplitData, level: str, task: str, modali
             targets.append(int(data.categories[i]))
             valid.append(True)
         elif level == "frame":
-            t, v = data_loading.shift_labels(data.regression[i], delays)
+            t, v = loading.shift_labels(data.regression[i], delays)
             targets.append(t)
             valid.append(v)
         else:

@@ -11,7 +11,13 @@ import logging
 import jax
 import numpy as np
 
-from emobed_jax import batching, data_loading, default_config, objective as objective_lib, parallel
+from emobed_jax.data import batching, loading
+
+from emobed_jax import config as config_lib
+
+from emobed_jax.losses import objective as objective_lib
+
+from emobed_jax.training import parallel
 from emobed_jax.models import emobed
 
 
@@ -30,7 +36,7 @@ class Experiment:
     """
 
     config: object
-    info: data_loading.DatasetInfo
+    info: loading.DatasetInfo
     splits: dict
     model: emobed.EmoBedModel
     objective: objective_lib.Objective
@@ -48,7 +54,7 @@ class Experiment:
         return "uar" if self.config.task == "category" else "ccc_mean"
 
 
-def num_outputs(config, info: data_loading.DatasetInfo) -> int:
+def num_outputs(config, info: loading.DatasetInfo) -> int:
     """Head outputs: arousal and valence, or one logit per category."""
     return 2 if config.task != "category" else len(info.class_names)
 
@@ -65,21 +71,21 @@ def build(config, devices=None, need_train: bool = True) -> Experiment:
       An `Experiment`.
     """
     mesh = parallel.make_mesh(devices)
-    default_config.validate_config(config, num_devices=mesh.devices.size)
-    builder = data_loading.get_builder(config)
-    info = data_loading.dataset_info(builder, config)
+    config_lib.validate_config(config, num_devices=mesh.devices.size)
+    builder = loading.get_builder(config)
+    info = loading.dataset_info(builder, config)
     if "train" not in info.splits:
         raise ValueError(f"dataset {info.name!r} has no 'train' split (splits: {list(info.splits)})")
-    delays = data_loading.delay_frames(config)
-    raw = {s: data_loading.read_split(builder, s, info.modalities, config.data.nonfinite)
+    delays = loading.delay_frames(config)
+    raw = {s: loading.read_split(builder, s, info.modalities, config.data.nonfinite)
            for s in info.splits}
     for name, split in raw.items():
         if not len(split):
             raise ValueError(f"dataset {info.name!r} split {name!r} has no example")
     if config.data.normalize:
-        stats = data_loading.feature_statistics(raw["train"])
+        stats = loading.feature_statistics(raw["train"])
         for split in raw.values():
-            data_loading.normalize(split, stats)
+            loading.normalize(split, stats)
     splits = {s: batching.prepare_examples(d, info.level, config.task, info.modalities, delays)
               for s, d in raw.items()}
     train = splits["train"]

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from emobed_jax import objective as objective_lib
+from emobed_jax.losses import objective as objective_lib
 
 
 class TrainState(train_state.TrainState):

@@ -20,7 +20,7 @@ import numpy as np
 import tqdm
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from emobed_jax import experiment, parallel, train, train_step as ts
+from emobed_jax.training import experiment, parallel, state as ts, train
 
 log = logging.getLogger(__name__)
 

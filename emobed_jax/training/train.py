@@ -19,8 +19,10 @@ import jax
 import numpy as np
 import tqdm
 
-from emobed_jax import checkpointing, eval_artifacts, evaluation, experiment, parallel, preemption
-from emobed_jax import train_step as ts
+from emobed_jax.training import checkpoints, experiment, parallel, preemption
+
+from emobed_jax.evaluation import artifacts, evaluators
+from emobed_jax.training import state as ts
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +77,11 @@ def _predict(exp: experiment.Experiment, params, predict_fn, split: str, modalit
     def put(batch):  # each process feeds its own rows of the global eval batch
         return exp.par.put_batch(jax.tree_util.tree_map(lambda x: x[rows], batch), for_pmap=False)
 
-    outputs, embeddings = evaluation.predict(predict_fn, params, exp.splits[split],
+    outputs, embeddings = evaluators.predict(predict_fn, params, exp.splits[split],
                                              exp.config.eval_batch_size, exp.config.task,
                                              modality or exp.config.target_modality, put,
                                              exp.par.to_host)
-    return evaluation.to_label_time(exp.splits[split], outputs, exp.delays), embeddings
+    return evaluators.to_label_time(exp.splits[split], outputs, exp.delays), embeddings
 
 
 def evaluate_split(exp: experiment.Experiment, params, predict_fn, split: str):
@@ -91,7 +93,7 @@ def evaluate_split(exp: experiment.Experiment, params, predict_fn, split: str):
     examples = exp.splits[split]
     preds, embeddings = _predict(exp, params, predict_fn, split)
     group_key = "video_id" if "video_id" in examples.data.extra else None
-    score = functools.partial(evaluation.score, examples, task=exp.config.task,
+    score = functools.partial(evaluators.score, examples, task=exp.config.task,
                               class_names=exp.info.class_names, group_key=group_key)
     pp = exp.config.postprocess
     if exp.info.level != "frame" or exp.config.task == "category" or (
@@ -99,7 +101,7 @@ def evaluate_split(exp: experiment.Experiment, params, predict_fn, split: str):
         return score(preds), preds, embeddings
     raw = score(preds)
     train_preds, _ = _predict(exp, params, predict_fn, "train")
-    preds = evaluation.postprocess(preds, train_preds, exp.splits["train"].data.regression, pp)
+    preds = evaluators.postprocess(preds, train_preds, exp.splits["train"].data.regression, pp)
     result = score(preds)
     result.update({f"{k}_raw": v for k, v in raw.items() if k.startswith("ccc_")})
     return result, preds, embeddings
@@ -143,8 +145,8 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     _check_workdir(workdir)
     exp = experiment.build(config, devices)
     state, train_rng = _init_state(exp)
-    latest = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints", "latest"), max_to_keep=1)
-    best = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints", "best"), max_to_keep=1)
+    latest = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "latest"), max_to_keep=1)
+    best = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "best"), max_to_keep=1)
     best_value, best_step = -math.inf, None
     if latest.latest_step() is not None:
         state, meta = latest.restore(state)
@@ -260,7 +262,7 @@ def evaluate_checkpoint(config, workdir: str, splits=None, checkpoint_step=None,
     exp = experiment.build(config, devices)
     state, _ = _init_state(exp)
     name = "best" if checkpoint_step is None else "latest"
-    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints", name))
+    ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", name))
     if ckpt.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {ckpt.directory}; train first with --mode=train")
     state, _ = ckpt.restore(state, checkpoint_step)
@@ -275,7 +277,7 @@ def evaluate_checkpoint(config, workdir: str, splits=None, checkpoint_step=None,
         if not _is_main():
             continue
         _json_dump(os.path.join(workdir, f"eval_{split}.json"), result)
-        eval_artifacts.export_predictions(exp, split, preds,
+        artifacts.export_predictions(exp, split, preds,
                                           os.path.join(workdir, f"predictions_{split}.csv"))
         if plots:
             # The embedding map shows every modality the model has, each encoded on its own.
@@ -283,6 +285,6 @@ def evaluate_checkpoint(config, workdir: str, splits=None, checkpoint_step=None,
             for m in exp.model.modalities:
                 if m != config.target_modality:
                     embeddings[m] = _predict(exp, state.params, _predict_fn(exp, state, m), split, m)[1]
-            eval_artifacts.write_plots(exp, split, result, preds, embeddings, workdir)
+            artifacts.write_plots(exp, split, result, preds, embeddings, workdir)
     ckpt.close()
     return out

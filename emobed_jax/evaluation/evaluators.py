@@ -10,7 +10,9 @@ import os
 
 import numpy as np
 
-from emobed_jax import batching, data_loading, metrics
+from emobed_jax.data import batching, loading
+
+from emobed_jax.evaluation import metrics
 
 
 def predict(predict_fn, params, examples: batching.Examples, batch_size: int, task: str,
@@ -51,7 +53,7 @@ def to_label_time(examples: batching.Examples, outputs: list, delays: np.ndarray
     """Frame level: maps each recording's outputs onto the label time line (undoing the delay)."""
     if examples.level != "frame":
         return outputs
-    return [None if o is None else data_loading.unshift_predictions(o, delays) for o in outputs]
+    return [None if o is None else loading.unshift_predictions(o, delays) for o in outputs]
 
 
 def postprocess(predictions: list, train_predictions: list, train_gold: list, cfg) -> list:
@@ -60,7 +62,7 @@ def postprocess(predictions: list, train_predictions: list, train_gold: list, cf
     Median smoothing per recording, then the bias/scale correction fitted on the (equally
     smoothed) training predictions against the training gold standard.
     """
-    from emobed_jax import postprocess as pp
+    from emobed_jax.evaluation import postprocess as pp
 
     def smooth(preds):
         if cfg.median_window_frames > 1:

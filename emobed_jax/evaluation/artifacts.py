@@ -1,7 +1,7 @@
 """What `--mode=eval` writes besides metrics: the prediction CSV and the PNG plots.
 
 OMG-Emotion predictions follow the official CSV's row order (so the organisers' scorer pairs
-rows correctly); every other dataset uses `evaluation.write_predictions`. Plots: predictions vs
+rows correctly); every other dataset uses `evaluators.write_predictions`. Plots: predictions vs
 gold (or a scatter for utterances), the confusion matrix (category task) and a PCA map of the
 shared embedding space for every modality the model has, coloured by label.
 """
@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from emobed_jax import evaluation, plots
+from emobed_jax.evaluation import evaluators, plots
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,10 @@ def export_predictions(exp, split: str, preds: list, path: str) -> None:
         log.warning("official OMG CSV for split %r not found (set config.data.manual_dir); "
                     "writing the generic prediction CSV instead", split)
     if official is None:
-        evaluation.write_predictions(path, examples, preds, config.task, config.data.frame_rate_hz,
+        evaluators.write_predictions(path, examples, preds, config.task, config.data.frame_rate_hz,
                                      exp.info.class_names)
         return
-    from emobed_jax import omg_export
+    from emobed_jax.datasets import omg_export
 
     mean = exp.info.metadata.get("train_mean") or {}
     train_mean = (float(mean.get("arousal", 0.0)), float(mean.get("valence", 0.0)))

@@ -1,0 +1,1 @@
+"""From prepared datasets to batches: read splits, normalise, delay labels, window and batch."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, evaluators, post-processing, prediction exports and plots."""

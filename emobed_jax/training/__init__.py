@@ -1,0 +1,1 @@
+"""Training: state and step, the one training loop, devices, checkpoints, preemption, seeds."""
