@@ -15,6 +15,7 @@ import os
 import numpy as np
 import scipy.stats
 
+from emobed_jax import atomic
 from emobed_jax.training import replicas
 
 log = logging.getLogger(__name__)
@@ -142,9 +143,8 @@ def plot(path: str, table: dict, task: str) -> None:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    with atomic.atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
 
 
 def write_reports(workdir: str, runs: dict, methods, targets, task: str, num_seeds: int) -> dict:
@@ -155,9 +155,7 @@ def write_reports(workdir: str, runs: dict, methods, targets, task: str, num_see
                "summary": table}
     for name, content in (("ablation.json", json.dumps(payload, indent=2, default=float)),
                           ("ablation.md", markdown(table, task, num_seeds))):
-        tmp = os.path.join(workdir, name + ".tmp")
-        with open(tmp, "w") as f:
+        with atomic.atomic_write(os.path.join(workdir, name)) as f:
             f.write(content)
-        os.replace(tmp, os.path.join(workdir, name))
     plot(os.path.join(workdir, "ablation.png"), table, task)
     return table

@@ -9,24 +9,6 @@ from __future__ import annotations
 
 import ml_collections
 
-METHODS = ("monomodal", "joint", "crossmodal", "emobed")
-TASKS = ("arousal_valence", "category")
-PARALLELISM = ("jit", "pmap")
-ENCODERS = ("lstm", "gru", "conv")
-RNN_IMPLS = ("auto", "fused", "cudnn", "flax")  # emobed_jax.models.encoders.RNN_IMPLS
-POOLING = ("mean", "attention")
-REGRESSION_LOSSES = ("ccc", "sequence_ccc", "mse")
-ALIGN_LOSSES = ("triplet", "supcon")
-MINING = ("batch_hard", "semi_hard")
-DIRECTIONS = ("both", "target_to_aux", "aux_to_target")
-POSITIVES = ("bins", "distance", "class")
-CLASS_WEIGHTS = ("inverse", "sqrt_inverse", "none")
-NONFINITE = ("mask", "raise")
-MISSING_AUX = ("drop", "mask")
-ACTIVATIONS = ("tanh", "relu", "linear")
-BIAS_SCALE = ("none", "center_scale", "center", "scale")
-
-
 def get_base_config() -> ml_collections.ConfigDict:
     """Returns the base config (synthetic data, EmoBed, audio target)."""
     c = ml_collections.ConfigDict()
@@ -131,34 +113,65 @@ def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
     return config
 
 
-def _check(value, valid, key):
-    if value not in valid:
-        raise ValueError(f"config.{key}={value!r} is not valid; expected one of {list(valid)}")
+def _options() -> dict:
+    """Config key -> its valid values, each table defined beside the code that reads the key."""
+    from emobed_jax.data import batching, loading
+    from emobed_jax.evaluation import evaluators
+    from emobed_jax.losses import agreement, crossmodal, mining, objective, task
+    from emobed_jax.models import emobed, lstm, pooling, projector
+    from emobed_jax.training import parallel
+
+    return {
+        "method": objective.METHODS, "task": evaluators.TASKS, "parallelism": parallel.MODES,
+        "model.encoder": emobed.ENCODERS, "model.rnn_impl": lstm.IMPLS,
+        "model.pooling": pooling.POOLING, "model.projector_activation": projector.ACTIVATIONS,
+        "loss.regression": task.REGRESSION_LOSSES, "loss.class_weights": task.CLASS_WEIGHTS,
+        "loss.align": crossmodal.ALIGN_LOSSES, "loss.mining": mining.MINING,
+        "loss.direction": crossmodal.DIRECTIONS, "loss.positives": agreement.POSITIVES,
+        "data.nonfinite": loading.NONFINITE, "data.missing_auxiliary": batching.MISSING_AUXILIARY,
+        "postprocess.bias_scale": tuple(evaluators.BIAS_SCALE),
+    }
+
+
+def _get(config, key: str):
+    for part in key.split("."):
+        config = config[part]
+    return config
+
+
+def best_metric(config) -> str:
+    """The validation metric that selects the best checkpoint ('auto': ccc_mean or uar)."""
+    if config.best_metric != "auto":
+        return config.best_metric
+    return "uar" if config.task == "category" else "ccc_mean"
+
+
+def _check_best_metric(config, level=None, group_key=None) -> None:
+    import fnmatch
+
+    from emobed_jax.evaluation import evaluators
+
+    valid = evaluators.metric_names(config.task, level, group_key)
+    name = best_metric(config)
+    if not any(fnmatch.fnmatchcase(name, v) for v in valid):
+        raise ValueError(f"config.best_metric={config.best_metric!r} is not a validation metric of "
+                         f"task={config.task!r}; expected 'auto' or one of {sorted(valid)}")
 
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
-    """Raises ValueError naming the key, the value and what was expected.
+    """Checks every key before any data is read; raises ValueError naming the key, the value
+    and what was expected.
 
     Args:
       config: the experiment config.
       num_devices: the global device count (the batch must divide evenly).
     """
-    _check(config.method, METHODS, "method")
-    _check(config.task, TASKS, "task")
-    _check(config.parallelism, PARALLELISM, "parallelism")
-    _check(config.model.encoder, ENCODERS, "model.encoder")
-    _check(config.model.rnn_impl, RNN_IMPLS, "model.rnn_impl")
-    _check(config.model.pooling, POOLING, "model.pooling")
-    _check(config.model.projector_activation, ACTIVATIONS, "model.projector_activation")
-    _check(config.loss.regression, REGRESSION_LOSSES, "loss.regression")
-    _check(config.loss.align, ALIGN_LOSSES, "loss.align")
-    _check(config.loss.mining, MINING, "loss.mining")
-    _check(config.loss.direction, DIRECTIONS, "loss.direction")
-    _check(config.loss.positives, POSITIVES, "loss.positives")
-    _check(config.loss.class_weights, CLASS_WEIGHTS, "loss.class_weights")
-    _check(config.data.nonfinite, NONFINITE, "data.nonfinite")
-    _check(config.postprocess.bias_scale, BIAS_SCALE, "postprocess.bias_scale")
-    _check(config.data.missing_auxiliary, MISSING_AUX, "data.missing_auxiliary")
+    from emobed_jax.losses import objective
+
+    for key, valid in _options().items():
+        value = _get(config, key)
+        if value not in valid:
+            raise ValueError(f"config.{key}={value!r} is not valid; expected one of {list(valid)}")
     modalities = tuple(config.modalities)
     if not modalities or len(set(modalities)) != len(modalities):
         raise ValueError(f"config.modalities={modalities!r}: expected distinct modality names")
@@ -170,25 +183,43 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
             f"config.method={config.method!r} needs at least one auxiliary modality; "
             f"config.modalities={modalities!r}")
     for key in ("batch_size", "eval_batch_size", "num_train_steps", "eval_every_steps", "num_seeds",
-                "checkpoint_every_steps", "log_every_steps"):
-        if int(config[key]) <= 0:
-            raise ValueError(f"config.{key}={config[key]!r}: expected a positive integer")
+                "checkpoint_every_steps", "log_every_steps", "data.window_frames",
+                "data.window_hop_frames", "data.prefetch_threads", "model.hidden",
+                "model.num_layers", "model.embedding_dim", "model.kernel_size"):
+        value = _get(config, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"config.{key}={value!r}: expected a positive integer")
     for key in ("batch_size", "eval_batch_size"):
         if config[key] % num_devices:
             raise ValueError(
                 f"config.{key}={config[key]} is not divisible by the {num_devices} devices; "
                 f"expected a multiple of {num_devices}")
-    if config.data.window_frames <= 0 or config.data.window_hop_frames <= 0:
-        raise ValueError("config.data.window_frames and window_hop_frames: expected positive")
-    if config.task == "category" and config.loss.positives != "class" and config.method in (
-            "crossmodal", "emobed"):
-        raise ValueError("config.loss.positives must be 'class' for task='category'")
-    if config.task == "arousal_valence" and config.loss.positives == "class" and config.method in (
-            "crossmodal", "emobed"):
-        raise ValueError(
-            "config.loss.positives='class' needs task='category'; expected 'bins' or 'distance'")
-    for key in ("w_aux", "w_align", "margin"):
-        if config.loss[key] < 0:
-            raise ValueError(f"config.loss.{key}={config.loss[key]}: expected >= 0")
-    if not 0.0 <= config.model.dropout < 1.0:
-        raise ValueError(f"config.model.dropout={config.model.dropout}: expected in [0, 1)")
+    for key in ("data.max_frames", "postprocess.median_window_frames", "optimizer.warmup_steps"):
+        if _get(config, key) < 0:
+            raise ValueError(f"config.{key}={_get(config, key)!r}: expected >= 0")
+    for key in ("model.dropout", "model.head_dropout"):
+        if not 0.0 <= _get(config, key) < 1.0:
+            raise ValueError(f"config.{key}={_get(config, key)}: expected in [0, 1)")
+    if not config.optimizer.learning_rate > 0:
+        raise ValueError(f"config.optimizer.learning_rate={config.optimizer.learning_rate}: "
+                         f"expected > 0")
+    if config.data.frame_rate_hz <= 0:
+        raise ValueError(f"config.data.frame_rate_hz={config.data.frame_rate_hz}: expected > 0")
+    delays = dict(config.data.label_delay_s)
+    if any(float(d) < 0 for d in delays.values()):
+        raise ValueError(f"config.data.label_delay_s={delays}: expected delays >= 0")
+    objective.validate_config(config)
+    _check_best_metric(config)
+
+
+def validate_against_dataset(config, info) -> None:
+    """The checks that need the dataset's description (`loading.DatasetInfo`): its label-grid
+    rate, the best metric at its level, and the loss options at its level."""
+    from emobed_jax.losses import objective
+
+    rate = info.conventions.frame_rate_hz
+    if abs(config.data.frame_rate_hz - rate) > 1e-9:
+        raise ValueError(f"config.data.frame_rate_hz={config.data.frame_rate_hz} does not match "
+                         f"dataset {info.name!r}, whose labels are at {rate} Hz; expected {rate}")
+    objective.validate_config(config, info.level)
+    _check_best_metric(config, info.level, info.conventions.group_key)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
+import itertools
 import os
 import platform
 import statistics
@@ -85,57 +85,68 @@ def _median(values):
     return float(statistics.median(values)) if values else None
 
 
+def benchmark_config(dims: dict, impl: str):
+    """The base config for a shape: EmoBed (monomodal for one modality), audio target, the
+    default 2-layer BLSTM, no dropout, `w_align=1` as in the PyTorch reference."""
+    from emobed_jax import config as config_lib
+
+    config = config_lib.get_base_config()
+    mods = tuple(sorted(dims))
+    config.modalities = mods
+    config.method = "monomodal" if len(mods) == 1 else "emobed"
+    config.target_modality = "audio"
+    config.model.rnn_impl = impl
+    config.model.dropout = 0.0
+    config.loss.w_align = 1.0
+    return config
+
+
 class JaxRunner:
-    """The project's model, objective and train step for one shape, compiled for the mesh."""
+    """The project's model, objective and train step for one shape, built as training builds
+    them (`experiment.model_and_objective`, `state.create_state`), compiled for the mesh and
+    run by the training loop (`loop.run`)."""
 
     def __init__(self, dims: dict, batch: dict, impl: str):
         import jax
-        import jax.numpy as jnp
         import numpy as np
-        import optax
 
-        from emobed_jax.losses import objective as objective_lib
+        from emobed_jax.data import loading
+        from emobed_jax.training import experiment, loop, parallel, state as ts
 
-        from emobed_jax.training import parallel, state as train_step
-        from emobed_jax.losses import mining
-        from emobed_jax.models import emobed
-
-        mods = tuple(sorted(dims))
-        self.model = emobed.EmoBedModel(
-            modalities=mods, level="frame", num_outputs=2, encoder="lstm", hidden=64, num_layers=2,
-            bidirectional=True, dropout=0.0, embedding_dim=64, projector_activation="tanh",
-            head_hidden=(32,), rnn_impl=impl)
-        self.edges = mining.quantile_edges(batch["targets"].reshape(-1, 2), 3)
-        obj = objective_lib.Objective(
-            method="monomodal" if len(mods) == 1 else "emobed", target="audio", modalities=mods,
-            task="arousal_valence", level="frame", regression="ccc", w_aux=1.0, w_align=1.0,
-            align="triplet", margin=0.2, mining="batch_hard", direction="both", positives="bins",
-            align_frames=256, bin_edges=tuple(tuple(float(v) for v in e) for e in self.edges))
+        config = benchmark_config(dims, impl)
+        info = loading.DatasetInfo(name="benchmark", level="frame", modalities=config.modalities,
+                                   feature_dims=dict(dims), class_names=None, splits=("train",),
+                                   metadata={})
+        self.model, obj = experiment.model_and_objective(
+            config, info, train_targets=batch["targets"].reshape(-1, 2))
+        self.edges = np.asarray(obj.bin_edges)
         par = parallel.Parallel("jit", parallel.make_mesh())
-        one = {k: {m: jnp.asarray(v[m][:1]) for m in mods} for k, v in batch.items()
-               if k in ("features", "lengths", "masks")}
-        params = jax.jit(self.model.init)(jax.random.key(0), one["features"], one["lengths"],
-                                          one["masks"])["params"]
-        state = train_step.TrainState.create(apply_fn=self.model.apply, params=params,
-                                             tx=optax.adam(1e-3),
-                                             skipped=jnp.zeros((), jnp.int32))
-        self.state = par.put_state(state)
+        self.state = par.put_state(ts.create_state(self.model, config, batch, jax.random.key(0)))
         self.batch = par.put_batch(batch)
-        self.key = jax.random.key(1)
-        step = par.compile_train_step(
-            lambda axis: train_step.bind_train_step(obj, axis_name=axis))
+        self.key = par.put_state(jax.random.key(1))
+        step = par.compile_train_step(lambda axis: ts.bind_train_step(obj, axis_name=axis))
         start = time.perf_counter()
         self.step_fn = step.lower(self.state, self.batch, self.key).compile()
         self.compile_s = time.perf_counter() - start
-        predict = jax.jit(functools.partial(train_step.predict_step, apply_fn=self.model.apply,
+        predict = jax.jit(functools.partial(ts.predict_step, apply_fn=self.model.apply,
                                             modalities=("audio",)))
         self.predict_fn = predict.lower(self.state.params, self.batch).compile()
         self._block = jax.block_until_ready
+        self._loop = loop
+        self._steps = 0
         self.loss = None
 
+    def _record(self, step, state, metrics) -> None:
+        self.loss = metrics["loss"]
+
     def step(self) -> None:
-        self.state, metrics = self.step_fn(self.state, self.batch, self.key)
-        self.loss = self._block(metrics["loss"])
+        """One training step through the loop, waiting for its metrics (as training does when
+        an action is due)."""
+        self.state = self._loop.run(
+            self.state, self.step_fn, itertools.repeat(self.batch), self.key,
+            start_step=self._steps, num_steps=self._steps + 1,
+            hooks=[self._loop.Every(1, self._record)])
+        self._steps += 1
 
     def predict_time(self, repeats: int = 5) -> float:
         """Median seconds of one monomodal forward pass over the batch."""
@@ -354,10 +365,9 @@ def main(args) -> int:
     result = measure(args)
     print(format_table(result))
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    tmp = args.output + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, args.output)
+    from emobed_jax import atomic
+
+    atomic.write_json(args.output, result)
     return 0
 
 

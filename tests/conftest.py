@@ -74,22 +74,20 @@ def tiny_config(synthetic_data_dir):
 
 
 def run_steps(config, devices, steps):
-    """Builds the experiment and runs `steps` train steps the way train.py does.
+    """Builds the experiment and trains `steps` steps through the training loop.
 
     Returns:
       (final state fetched to the host, list of per-step metric dicts of floats).
     """
     import jax
 
-    from emobed_jax.training import experiment, state as ts
+    from emobed_jax.training import experiment, loop
 
     exp = experiment.build(config, devices=devices)
-    init_rng, rng = experiment.init_rngs(config.seed)
-    state = exp.par.put_state(ts.create_state(exp.model, config, experiment.example_batch(exp), init_rng))
-    step_fn = exp.par.compile_train_step(lambda axis: ts.bind_train_step(exp.objective, axis_name=axis))
-    stream, _ = experiment.train_stream(exp, 0)
+    state, rng = exp.init_state()
     history = []
-    for _ in range(steps):
-        state, metrics = step_fn(state, exp.par.put_batch(next(stream)), rng)
-        history.append({k: float(v) for k, v in metrics.items()})
+    record = loop.Every(1, lambda step, state, metrics: history.append(metrics))
+    stream, _ = exp.train_stream(0)
+    state = loop.run(state, exp.compile_train_step(), map(exp.par.put_batch, stream), rng,
+                     start_step=0, num_steps=steps, hooks=[record])
     return jax.device_get(state), history

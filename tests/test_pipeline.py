@@ -5,19 +5,19 @@ import jax
 import numpy as np
 import pytest
 
-from emobed_jax.data import batching, loading
+from emobed_jax.data import batching, delay, loading
 
 from emobed_jax.training import experiment, state as ts
 
 
 def test_shift_labels_on_a_hand_made_shift():
     labels = np.stack([np.arange(10.0), 100 + np.arange(10.0)], axis=-1)
-    targets, valid = loading.shift_labels(labels, np.array([2, 0]))
+    targets, valid = delay.shift_labels(labels, np.array([2, 0]))
     np.testing.assert_array_equal(targets[:8, 0], np.arange(2.0, 10.0))
     np.testing.assert_array_equal(targets[:8, 1], 100 + np.arange(8.0))
     np.testing.assert_array_equal(valid, [True] * 8 + [False] * 2)
     # Predictions made at frame t for label t + d land back on label frame t + d.
-    back = loading.unshift_predictions(targets, np.array([2, 0]))
+    back = delay.unshift_predictions(targets, np.array([2, 0]))
     np.testing.assert_array_equal(back[2:10, 0], np.arange(2.0, 10.0))
     np.testing.assert_array_equal(back[:2, 0], [2.0, 2.0])  # edge-padded, still scored
 
@@ -26,10 +26,10 @@ def test_delay_frames_from_seconds(tiny_config):
     config = tiny_config()
     config.data.label_delay_s.arousal = 2.0
     config.data.label_delay_s.valence = 0.4
-    np.testing.assert_array_equal(loading.delay_frames(config), [50, 10])
+    np.testing.assert_array_equal(delay.delay_frames(config), [50, 10])
     config.data.label_delay_s.valence = -1.0
     with pytest.raises(ValueError, match="expected delays >= 0"):
-        loading.delay_frames(config)
+        delay.delay_frames(config)
 
 
 def _examples(lengths):

@@ -18,7 +18,11 @@ import dataclasses
 import grain
 import numpy as np
 
-from emobed_jax.data import loading
+from emobed_jax.data import delay, loading
+
+
+# config.data.missing_auxiliary: what `keep_examples` does with examples lacking an auxiliary.
+MISSING_AUXILIARY = ("mask", "drop")
 
 
 @dataclasses.dataclass
@@ -41,7 +45,7 @@ def prepare_examples(data: loading.SplitData, level: str, task: str, modalities,
             targets.append(int(data.categories[i]))
             valid.append(True)
         elif level == "frame":
-            t, v = loading.shift_labels(data.regression[i], delays)
+            t, v = delay.shift_labels(data.regression[i], delays)
             targets.append(t)
             valid.append(v)
         else:

@@ -13,7 +13,11 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from emobed_jax.datasets import conventions as conventions_lib
+
 REGRESSION_NAMES = ("arousal", "valence")
+# config.data.nonfinite: what `read_split` does with NaN/Inf feature frames.
+NONFINITE = ("mask", "raise")
 
 
 @dataclasses.dataclass
@@ -53,6 +57,7 @@ class DatasetInfo:
     class_names: tuple | None
     splits: tuple
     metadata: dict
+    conventions: conventions_lib.Conventions = conventions_lib.Conventions()
 
 
 def _decode(value):
@@ -139,7 +144,8 @@ def dataset_info(builder, config) -> DatasetInfo:
         level = "frame" if len(feats["arousal"].shape) == 1 else "utterance"
     return DatasetInfo(name=builder.name, level=level, modalities=tuple(config.modalities),
                        feature_dims=dims, class_names=class_names,
-                       splits=tuple(builder.info.splits.keys()), metadata=metadata)
+                       splits=tuple(builder.info.splits.keys()), metadata=metadata,
+                       conventions=conventions_lib.of_builder(builder))
 
 
 def read_split(builder, split: str, modalities, nonfinite: str = "mask") -> SplitData:
@@ -217,45 +223,3 @@ def normalize(data: SplitData, stats: dict) -> None:
         mean, std = stats[m]
         for i, x in enumerate(seqs):
             seqs[i] = np.where(data.valid[m][i][:, None], (x - mean) / std, 0.0).astype(np.float32)
-
-
-def delay_frames(config) -> np.ndarray:
-    """Label delays in frames per regression dimension, from `config.data.label_delay_s`."""
-    delays = [float(config.data.label_delay_s.get(k, 0.0)) for k in REGRESSION_NAMES]
-    if any(d < 0 for d in delays):
-        raise ValueError(f"config.data.label_delay_s={delays}: expected delays >= 0")
-    return np.round(np.asarray(delays) * config.data.frame_rate_hz).astype(int)
-
-
-def shift_labels(labels: np.ndarray, delays: np.ndarray):
-    """Delay compensation: features at frame t are trained on the label at t + delay.
-
-    Args:
-      labels: `[T, K]` labels.
-      delays: `[K]` delays in frames.
-
-    Returns:
-      (targets `[T, K]`, valid `[T]` bool): frames whose shifted label falls past the end are
-      invalid for every dimension (so one mask serves all dimensions).
-    """
-    num = len(labels)
-    out = np.zeros_like(labels)
-    for k, d in enumerate(delays):
-        out[: max(num - d, 0), k] = labels[d:, k]
-    valid = np.arange(num) < num - int(np.max(delays, initial=0))
-    return out, valid
-
-
-def unshift_predictions(predictions: np.ndarray, delays: np.ndarray) -> np.ndarray:
-    """Maps predictions made at frame t for label t + d back onto the label time line.
-
-    The first d label frames have no prediction and take the first one (edge padding), so
-    every label frame is scored, as the challenge evaluation does.
-    """
-    num = len(predictions)
-    out = np.empty_like(predictions)
-    for k, d in enumerate(delays):
-        d = min(int(d), num)
-        out[d:, k] = predictions[: num - d, k]
-        out[:d, k] = predictions[0, k] if num else 0.0
-    return out

@@ -1,65 +1,34 @@
 """What `--mode=eval` writes besides metrics: the prediction CSV and the PNG plots.
 
-OMG-Emotion predictions follow the official CSV's row order (so the organisers' scorer pairs
-rows correctly); every other dataset uses `evaluators.write_predictions`. Plots: predictions vs
-gold (or a scatter for utterances), the confusion matrix (category task) and a PCA map of the
-shared embedding space for every modality the model has, coloured by label.
+Predictions go in the dataset's official format where its `Conventions` declare a writer (and it
+can write), else in the generic CSV (`evaluators.write_predictions`). Plots: predictions vs gold
+(or a scatter for utterances), the confusion matrix (category task) and a PCA map of the shared
+embedding space for every modality the model has, coloured by label.
 """
 from __future__ import annotations
 
-import logging
 import os
 
 import numpy as np
 
 from emobed_jax.evaluation import evaluators, plots
 
-log = logging.getLogger(__name__)
-
-
-def _omg_official_csv(config, split: str):
-    from emobed_jax.datasets import omg_emotion
-
-    manual_dir = config.data.manual_dir
-    name = omg_emotion.SPLIT_FILES.get(split)
-    if not manual_dir or not name or not os.path.exists(os.path.join(manual_dir, name)):
-        return None
-    return os.path.join(manual_dir, name)
-
 
 def export_predictions(exp, split: str, preds: list, path: str) -> None:
     """Writes `predictions_<split>.csv` for `preds` (label-time predictions per example).
 
-    OMG-Emotion: columns `video,utterance,arousal,valence,category,has_media` in the official
-    order; utterances without the target modality (or without media) get the training mean
-    and `has_media=0`. Needs `config.data.manual_dir` to locate the official CSV; without it the
-    generic per-example CSV is written and a warning says so.
+    Args:
+      exp: the experiment (config, dataset info and splits).
+      split: the split name.
+      preds: per example, label-time predictions, or None.
+      path: the CSV to write.
     """
     config, examples = exp.config, exp.splits[split]
-    official = _omg_official_csv(config, split) if exp.info.name == "omg_emotion" else None
-    if exp.info.name == "omg_emotion" and official is None:
-        log.warning("official OMG CSV for split %r not found (set config.data.manual_dir); "
-                    "writing the generic prediction CSV instead", split)
-    if official is None:
-        evaluators.write_predictions(path, examples, preds, config.task, config.data.frame_rate_hz,
-                                     exp.info.class_names)
+    writer = exp.info.conventions.write_predictions
+    if writer is not None and writer(path, split, examples, preds, config, exp.info):
         return
-    from emobed_jax.datasets import omg_export
-
-    mean = exp.info.metadata.get("train_mean") or {}
-    train_mean = (float(mean.get("arousal", 0.0)), float(mean.get("valence", 0.0)))
-    out = {}
-    for name, p in zip(examples.data.names, preds):
-        if p is None:
-            continue
-        if config.task == "category":
-            out[name] = (*train_mean, int(np.argmax(p)))
-        else:
-            out[name] = (float(p[0]), float(p[1]), None)
-    counts = omg_export.write_predictions_csv(path, official, out, train_mean)
-    log.info("%s: %s", path, counts)
-
-
+    evaluators.write_predictions(path, examples, preds, config.task, config.data.frame_rate_hz,
+                                 exp.info.class_names)
 def write_plots(exp, split: str, result: dict, preds: list, embeddings_by_modality: dict,
                 workdir: str) -> list:
     """Writes the split's PNGs into `workdir`; returns their paths."""

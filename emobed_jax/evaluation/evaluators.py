@@ -1,18 +1,29 @@
 """Monomodal evaluation: run the target modality through its encoder and the shared head.
 
 Predictions are collected per example (padding removed), mapped back onto the label time line
-(label-delay compensation undone), scored with `emobed_jax.metrics`, and exported as CSV.
+(label-delay compensation undone), optionally post-processed, and scored by the evaluator of the
+task and level (`scorer`), with per-group scores where the dataset's `Conventions` declare a
+group key. `evaluate_split` is the one evaluation path of training, checkpoint evaluation and
+several seeds; `write_predictions` writes the generic prediction CSV.
 """
 from __future__ import annotations
 
 import csv
-import os
 
+import jax
 import numpy as np
 
-from emobed_jax.data import batching, loading
+from emobed_jax import atomic
+from emobed_jax.data import batching, delay, loading
 
 from emobed_jax.evaluation import metrics
+
+REGRESSION_DIMS = loading.REGRESSION_NAMES
+# config.task: what `scorer` evaluates.
+TASKS = ("arousal_valence", "category")
+# config.postprocess.bias_scale: (centre, scale) of the bias/scale correction, None for off.
+BIAS_SCALE = {"none": None, "center_scale": (True, True), "center": (True, False),
+              "scale": (False, True)}
 
 
 def predict(predict_fn, params, examples: batching.Examples, batch_size: int, task: str,
@@ -53,7 +64,7 @@ def to_label_time(examples: batching.Examples, outputs: list, delays: np.ndarray
     """Frame level: maps each recording's outputs onto the label time line (undoing the delay)."""
     if examples.level != "frame":
         return outputs
-    return [None if o is None else loading.unshift_predictions(o, delays) for o in outputs]
+    return [None if o is None else delay.unshift_predictions(o, delays) for o in outputs]
 
 
 def postprocess(predictions: list, train_predictions: list, train_gold: list, cfg) -> list:
@@ -70,14 +81,78 @@ def postprocess(predictions: list, train_predictions: list, train_gold: list, cf
         return preds
 
     predictions = smooth(predictions)
-    if cfg.bias_scale == "none":
+    if BIAS_SCALE[cfg.bias_scale] is None:
         return predictions
     train = [(p, g[: len(p)]) for p, g in zip(smooth(train_predictions), train_gold) if p is not None]
     params = pp.fit_bias_scale([p for p, _ in train], [g for _, g in train])
-    center = cfg.bias_scale in ("center_scale", "center")
-    scale = cfg.bias_scale in ("center_scale", "scale")
+    center, scale = BIAS_SCALE[cfg.bias_scale]
     return [None if p is None else pp.apply_bias_scale(p, params, center=center, scale=scale)
             for p in predictions]
+
+
+def _score_category(examples, have, outputs, class_names, group_key):
+    labels = np.asarray([examples.data.categories[i] for i in have])
+    logits = np.stack([outputs[i] for i in have])
+    return metrics.classification_metrics(labels, logits, len(class_names))
+
+
+def _score_frames(examples, have, outputs, class_names, group_key):
+    # Concatenated recordings (the AVEC headline) plus the mean of per-recording CCCs.
+    preds = [outputs[i] for i in have]
+    gold = [examples.data.regression[i][: len(p)] for i, p in zip(have, preds)]
+    groups = np.concatenate([np.full(len(p), k) for k, p in enumerate(preds)])
+    return metrics.regression_metrics(np.concatenate(preds), np.concatenate(gold), groups=groups,
+                                      group_suffix="per_recording")
+
+
+def _score_utterances(examples, have, outputs, class_names, group_key):
+    preds = np.stack([outputs[i] for i in have])
+    gold = np.stack([examples.data.regression[i] for i in have])
+    groups = None
+    if group_key:
+        if group_key not in examples.data.extra:
+            raise ValueError(f"the dataset declares group_key={group_key!r}, a field its examples "
+                             f"do not have (fields: {sorted(examples.data.extra)})")
+        groups = np.asarray([examples.data.extra[group_key][i] for i in have])
+    return metrics.regression_metrics(preds, gold, groups=groups,
+                                      group_suffix=group_suffix(group_key))
+
+
+def group_suffix(group_key: str | None) -> str:
+    """The metric-name suffix of per-group scores: 'video_id' -> 'per_video'."""
+    return "per_" + group_key.removesuffix("_id") if group_key else "per_group"
+
+
+def scorer(task: str, level: str):
+    """The evaluator of a task at a level: `f(examples, have, outputs, class_names, group_key)`.
+
+    Category: accuracy, UAR, macro-F1. Frame-level regression: CCC etc. over the concatenated
+    recordings plus per-recording means. Utterance-level regression: over all utterances, plus
+    per-group CCC when the dataset declares a group key.
+    """
+    if task == "category":
+        return _score_category
+    return _score_frames if level == "frame" else _score_utterances
+
+
+def metric_names(task: str, level: str | None, group_key: str | None = None,
+                 dims=REGRESSION_DIMS) -> set:
+    """The validation metrics an evaluator reports (what `config.best_metric` may name).
+
+    Args:
+      task: 'arousal_valence' or 'category'.
+      level: 'frame', 'utterance', or None when not known yet (then every level's names).
+      group_key: the dataset's declared group key.
+      dims: the regression dimensions.
+    """
+    if task == "category":
+        return {"accuracy", "uar", "macro_f1"}
+    names = {"ccc_mean"} | {f"{m}_{d}" for m in ("ccc", "pearson", "rmse") for d in dims}
+    suffixes = {"frame": ["per_recording"], "utterance": [group_suffix(group_key)] if group_key
+                else [], None: ["per_recording", "per_*"]}[level]
+    for suffix in suffixes:
+        names |= {f"ccc_{d}_{suffix}" for d in dims} | {f"ccc_mean_{suffix}"}
+    return names
 
 
 def score(examples: batching.Examples, outputs: list, task: str, class_names=None,
@@ -85,37 +160,67 @@ def score(examples: batching.Examples, outputs: list, task: str, class_names=Non
     """Metrics of a split's predictions (examples without a prediction are excluded, counted).
 
     `outputs` are label-time predictions (`to_label_time`), optionally post-processed.
-
-    Frame level: CCC etc. over the concatenated recordings (the AVEC headline) plus the mean of
-    per-recording CCCs (`ccc_<dim>_per_recording`). Utterance level: over all utterances, plus
-    per-group CCC when `group_key` (e.g. 'video_id' -> `ccc_<dim>_per_video`) is given. Category: accuracy, UAR, macro-F1.
     """
     have = [i for i, o in enumerate(outputs) if o is not None]
     result = {"num_examples": len(have), "num_missing_modality": len(outputs) - len(have)}
     if not have:
         raise ValueError("no example of this split has the target modality; nothing to evaluate")
-    data = examples.data
-    if task == "category":
-        labels = np.asarray([data.categories[i] for i in have])
-        logits = np.stack([outputs[i] for i in have])
-        result.update(metrics.classification_metrics(labels, logits, len(class_names)))
-        return result
-    if examples.level == "frame":
-        preds = [outputs[i] for i in have]
-        gold = [data.regression[i][: len(p)] for i, p in zip(have, preds)]
-        groups = np.concatenate([np.full(len(p), k) for k, p in enumerate(preds)])
-        result.update(metrics.regression_metrics(
-            np.concatenate(preds), np.concatenate(gold), groups=groups,
-            group_suffix="per_recording"))
-        return result
-    preds = np.stack([outputs[i] for i in have])
-    gold = np.stack([data.regression[i] for i in have])
-    groups = None
-    if group_key and group_key in data.extra:
-        groups = np.asarray([data.extra[group_key][i] for i in have])
-    suffix = "per_" + group_key.replace("_id", "") if group_key else "per_group"
-    result.update(metrics.regression_metrics(preds, gold, groups=groups, group_suffix=suffix))
+    result.update(scorer(task, examples.level)(examples, have, outputs, class_names, group_key))
     return result
+
+
+def predict_split(exp, params, predict_fn, split: str, modality: str | None = None):
+    """Label-time predictions and embeddings of one split, one modality alone.
+
+    Args:
+      exp: the experiment (config, splits, delays and the device placement `par`).
+      params: model parameters.
+      predict_fn: `exp.compile_predict(modality)`.
+      split: the split name.
+      modality: the modality to feed (default: the target).
+
+    Returns:
+      (label-time predictions, embeddings): per example, or None without that modality.
+    """
+    config = exp.config
+    modality = modality or config.target_modality
+    rows = exp.par.local_rows(config.eval_batch_size)
+
+    def put(batch):  # each process feeds its own rows of the global eval batch
+        return exp.par.put_batch(jax.tree_util.tree_map(lambda x: x[rows], batch), for_pmap=False)
+
+    outputs, embeddings = predict(predict_fn, params, exp.splits[split], config.eval_batch_size,
+                                  config.task, modality, put, exp.par.to_host)
+    return to_label_time(exp.splits[split], outputs, exp.delays), embeddings
+
+
+def evaluate_split(exp, params, predict_fn, split: str):
+    """Scores `split` with the target modality only, by the task's evaluator.
+
+    Post-processing (`config.postprocess`) applies to frame-level regression; the raw CCCs are
+    then reported too, as `ccc_<dim>_raw`.
+
+    Returns:
+      (metrics, label-time predictions (post-processed when configured), embeddings).
+    """
+    config, info = exp.config, exp.info
+    examples = exp.splits[split]
+    preds, embeddings = predict_split(exp, params, predict_fn, split)
+    group_key = info.conventions.group_key
+
+    def score_(p):
+        return score(examples, p, config.task, info.class_names, group_key)
+
+    pp = config.postprocess
+    if info.level != "frame" or config.task == "category" or (
+            pp.median_window_frames <= 1 and BIAS_SCALE[pp.bias_scale] is None):
+        return score_(preds), preds, embeddings
+    raw = score_(preds)
+    train_preds, _ = predict_split(exp, params, predict_fn, "train")
+    preds = postprocess(preds, train_preds, exp.splits["train"].data.regression, pp)
+    result = score_(preds)
+    result.update({f"{k}_raw": v for k, v in raw.items() if k.startswith("ccc_")})
+    return result, preds, embeddings
 
 
 def write_predictions(path: str, examples: batching.Examples, outputs: list, task: str,
@@ -127,8 +232,7 @@ def write_predictions(path: str, examples: batching.Examples, outputs: list, tas
     `name,category,category_gold,p_<class>...` for the category task.
     """
     data = examples.data
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic.atomic_write(path, newline="") as f:
         w = csv.writer(f)
         if task == "category":
             w.writerow(["name", "category", "category_gold"] + [f"p_{c}" for c in class_names])
@@ -157,4 +261,3 @@ def write_predictions(path: str, examples: batching.Examples, outputs: list, tas
                 gold = data.regression[i]
                 w.writerow([data.names[i], f"{out[0]:.6f}", f"{out[1]:.6f}",
                             f"{gold[0]:.6f}", f"{gold[1]:.6f}"])
-    os.replace(tmp, path)

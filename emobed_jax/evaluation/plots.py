@@ -10,7 +10,6 @@ file next to its destination and then renamed over it, so a crash never leaves h
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Mapping, Sequence
 
 import matplotlib
@@ -21,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from emobed_jax import atomic
 from emobed_jax.evaluation import metrics
 
 __all__ = [
@@ -34,22 +34,12 @@ _MARKERS = ("o", "^", "s", "D", "v", "P", "X", "*")
 
 
 def _save_png(fig: Figure, path: str | os.PathLike) -> str:
-    """Renders `fig` to `path` atomically (temp file in the same directory, then os.replace)."""
+    """Renders `fig` to `path` atomically (`atomic.atomic_write`)."""
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     FigureCanvasAgg(fig)  # attaches an Agg canvas to the figure
-    handle, tmp = tempfile.mkstemp(
-        dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            fig.savefig(f, format="png", dpi=_DPI, bbox_inches="tight")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a result file should be readable as usual
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic.atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=_DPI, bbox_inches="tight")
     return path
 
 

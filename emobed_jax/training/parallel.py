@@ -14,6 +14,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = "data"
+# config.parallelism: how `Parallel` compiles the train step.
+MODES = ("jit", "pmap")
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -81,6 +83,10 @@ class Parallel:
     def compile_predict(self, fn):
         """Compiles `fn(params, batch)` with the batch sharded and outputs sharded alike."""
         return jax.jit(fn, in_shardings=(self.replicated, self.sharded), out_shardings=self.sharded)
+
+    def local_rows(self, global_batch_size: int) -> slice:
+        """This process's rows of a global batch (`local_rows`)."""
+        return local_rows(global_batch_size)
 
     def put_state(self, state):
         """Places the state (or an rng key) replicated on the mesh."""

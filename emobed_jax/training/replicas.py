@@ -8,19 +8,19 @@ data order. Replica k is the same computation as a separate run with `config.see
 """
 from __future__ import annotations
 
-import functools
-import json
+import itertools
 import logging
 import math
 import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import tqdm
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from emobed_jax.training import experiment, parallel, state as ts, train
+from emobed_jax import atomic
+from emobed_jax.evaluation import evaluators
+from emobed_jax.training import experiment, loop, parallel, state as ts
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def _replica(tree, k: int):
 
 def init_replicas(exp: experiment.Experiment, seeds):
     """Stacked train states and training keys for `seeds` (replica k = a run with seeds[k])."""
-    example = experiment.example_batch(exp)
+    example = exp.example_batch()
     tx = ts.make_optimizer(exp.config)  # one optimiser object: replicas share the tree metadata
     states, keys = [], []
     for seed in seeds:
@@ -74,39 +74,32 @@ def train_replicas(config, workdir: str, devices=None) -> dict:
     states, keys = init_replicas(exp, seeds)
     states, keys = exp.par.put_state(states), exp.par.put_state(keys)
     step_fn, batch_sharding = compile_replica_step(exp)
-    streams = [experiment.train_stream(exp, 0, seed)[0] for seed in seeds]
-    predict_fn = train._predict_fn(exp, _replica(states, 0))
+    streams = [exp.train_stream(0, seed)[0] for seed in seeds]
+    batches = (jax.device_put(_stack([next(s) for s in streams]), batch_sharding)
+               for _ in itertools.count())
+    predict_fn = exp.compile_predict()
     best_value = [-math.inf] * len(seeds)
     best_params = [None] * len(seeds)
     best_steps = [None] * len(seeds)
-    recent = []
-    for step in tqdm.trange(1, config.num_train_steps + 1, desc=f"{config.method} x{len(seeds)} seeds",
-                            dynamic_ncols=True):
-        batch = _stack([next(s) for s in streams])
-        states, metrics = step_fn(states, jax.device_put(batch, batch_sharding), keys)
-        recent.append((step, metrics))
-        last = step == config.num_train_steps
-        if step % config.eval_every_steps and not last:
-            continue
-        for s, m in jax.device_get(recent):
-            bad = [k for k in range(len(seeds)) if not np.isfinite(m["loss"][k])]
-            if bad and not config.skip_nonfinite_updates:
-                raise FloatingPointError(f"non-finite loss at step {s} for seeds "
-                                         f"{[seeds[k] for k in bad]}")
-        recent = []
+
+    def validate(step, states, metrics):
         for k in range(len(seeds)):
             params = _replica(states.params, k)
-            val, _, _ = train.evaluate_split(exp, params, predict_fn, "validation")
+            val, _, _ = evaluators.evaluate_split(exp, params, predict_fn, "validation")
             value = val[exp.best_metric]
             if value > best_value[k] or best_params[k] is None:
                 best_value[k], best_steps[k] = float(value), step
                 best_params[k] = jax.device_get(params)
-    metrics = {split: [train.evaluate_split(exp, p, predict_fn, split)[0] for p in best_params]
+
+    bar = tqdm.tqdm(total=config.num_train_steps, desc=f"{config.method} x{len(seeds)} seeds",
+                    dynamic_ncols=True)
+    with bar:
+        loop.run(states, step_fn, batches, keys, start_step=0, num_steps=config.num_train_steps,
+                 hooks=[loop.Every(config.eval_every_steps, validate)],
+                 raise_nonfinite=not config.skip_nonfinite_updates, progress=bar)
+    metrics = {split: [evaluators.evaluate_split(exp, p, predict_fn, split)[0] for p in best_params]
                for split in exp.eval_split_names}
     results = {"config": config.to_dict(), "seeds": seeds, "step": config.num_train_steps,
                "best_steps": best_steps, "metrics": metrics}
-    tmp = os.path.join(workdir, "results.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2, sort_keys=True, default=float)
-    os.replace(tmp, os.path.join(workdir, "results.json"))
+    atomic.write_json(os.path.join(workdir, "results.json"), results)
     return results

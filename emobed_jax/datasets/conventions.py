@@ -1,0 +1,31 @@
+"""What a dataset declares about how it is scored and exported, next to its builder.
+
+Generic evaluation never names a dataset: it asks the builder's `CONVENTIONS` (a class attribute
+of the tfds builder; `Conventions()` when absent) for
+  * `group_key`: an example field whose values group examples for per-group scores
+    (OMG-Emotion's `video_id` gives `ccc_<dim>_per_video`), or None;
+  * `write_predictions`: a writer of the dataset's official prediction format, called as
+    `write_predictions(path, split, examples, predictions, config, info) -> bool`; it returns
+    False when it cannot write that format (e.g. the official file is not at hand), and the
+    generic CSV is written instead;
+  * `frame_rate_hz`: the rate of its label grid (`config.data.frame_rate_hz` must agree).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Conventions:
+    """A dataset's scoring and export conventions (see the module docstring)."""
+
+    group_key: str | None = None
+    write_predictions: Callable | None = None
+    frame_rate_hz: float = 25.0
+
+
+def of_builder(builder) -> Conventions:
+    """The conventions a builder declares (`CONVENTIONS` on its class), or the defaults."""
+    conventions = getattr(type(builder), "CONVENTIONS", None)
+    return conventions if isinstance(conventions, Conventions) else Conventions()
