@@ -16,16 +16,14 @@ from emobed_jax.losses.crossmodal import (
     supervised_contrastive_loss,
     triplet_loss,
 )
-from emobed_jax.losses.mining import (
-    gather_frames,
-    mine_semi_hard,
+from emobed_jax.losses.agreement import (
     negative_matrix_from_classes,
     positive_matrix_from_classes,
     positive_matrix_from_distance,
     quantile_bins,
     quantile_edges,
-    subsample_frames,
 )
+from emobed_jax.losses.mining import gather_frames, mine_semi_hard, subsample_frames
 
 SQ3 = np.sqrt(3.0)
 

@@ -17,11 +17,13 @@ from typing import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from emobed_jax.losses.mining import mine_batch_hard, mine_semi_hard
+from emobed_jax.losses.mining import MINERS, MINING
 
 DISTANCES = ("euclidean", "squared_euclidean", "cosine")
-MINING = ("batch_hard", "semi_hard")
-DIRECTIONS = ("both", "target_to_aux", "aux_to_target")
+# `config.loss.direction`: name -> (target anchors vs auxiliary candidates, the reverse).
+DIRECTION_TERMS = {"both": (True, True), "target_to_aux": (True, False),
+                   "aux_to_target": (False, True)}
+DIRECTIONS = tuple(DIRECTION_TERMS)
 
 
 def _as_float(x) -> jax.Array:
@@ -118,10 +120,7 @@ def triplet_loss(anchors, candidates, pos, neg, anchor_mask=None, cand_mask=None
     neg = _check_pair_matrix(neg, n, m, "neg") & ~pos
     dist = pairwise_distances(l2_normalize(anchors), l2_normalize(candidates), distance)
     valid = anchor_mask[:, None] & cand_mask[None, :]
-    if mining == "batch_hard":
-        d_ap, d_an, ok = mine_batch_hard(dist, pos, neg, valid)
-    else:
-        d_ap, d_an, ok = mine_semi_hard(dist, pos, neg, valid, margin)
+    d_ap, d_an, ok = MINERS[mining](dist, pos, neg, valid, margin)
     per_triplet = jax.nn.relu(d_ap - d_an + margin)
     num = jnp.sum(ok).astype(dist.dtype)
     denom = jnp.maximum(num, 1.0)
@@ -204,10 +203,11 @@ def _crossmodal(pair_loss: Callable, embeddings: Mapping, masks: Mapping | None,
         raise ValueError(f"pos shape {pos.shape}: expected a square [N, N] batch matrix")
     neg_t = None if neg is None else jnp.asarray(neg).T
     terms = []
+    forward, backward = DIRECTION_TERMS[direction]
     for aux in auxiliaries:
-        if direction in ("both", "target_to_aux"):
+        if forward:
             terms.append((target, aux, pos, neg))
-        if direction in ("both", "aux_to_target"):
+        if backward:
             terms.append((aux, target, pos.T, neg_t))
     losses, active, metrics = [], [], {}
     for a_name, c_name, p, q in terms:
@@ -276,3 +276,21 @@ def crossmodal_supcon_loss(embeddings: Mapping, masks: Mapping | None, target: s
         return supervised_contrastive_loss(a, c, p, am, cm, temperature=temperature)
 
     return _crossmodal(pair_loss, embeddings, masks, target, pos, None, direction)
+
+
+def _align_triplet(embeddings, masks, target, pos, neg, *, direction, margin, mining,
+                   temperature):
+    del temperature  # a supcon option
+    return crossmodal_triplet_loss(embeddings, masks, target, pos, neg, direction, margin, mining)
+
+
+def _align_supcon(embeddings, masks, target, pos, neg, *, direction, margin, mining, temperature):
+    del neg, margin, mining  # triplet options
+    return crossmodal_supcon_loss(embeddings, masks, target, pos, direction, temperature)
+
+
+# `config.loss.align`: name -> alignment term with one signature (embeddings, masks, target, pos,
+# neg, *, direction, margin, mining, temperature) -> (loss, metrics), so `objective` need not
+# branch on the name. ALIGN_LOSSES is its key tuple, for the config validator.
+ALIGN_LOSS_FNS = {"triplet": _align_triplet, "supcon": _align_supcon}
+ALIGN_LOSSES = tuple(ALIGN_LOSS_FNS)

@@ -14,7 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from emobed_jax.losses import crossmodal, mining, task as task_losses
+from emobed_jax.losses import agreement, crossmodal, mining, task as task_losses
+
+# `config.method`: name -> (uses the auxiliary task losses, uses the alignment term).
+METHOD_TERMS = {"monomodal": (False, False), "joint": (True, False),
+                "crossmodal": (False, True), "emobed": (True, True)}
+METHODS = tuple(METHOD_TERMS)
+LEVELS = ("frame", "utterance")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,11 +59,66 @@ class Objective:
 
     @property
     def uses_aux_task(self) -> bool:
-        return self.method in ("joint", "emobed")
+        """Whether the auxiliary modalities' task losses enter the total."""
+        return METHOD_TERMS[self.method][0]
 
     @property
     def uses_align(self) -> bool:
-        return self.method in ("crossmodal", "emobed")
+        """Whether the crossmodal alignment term enters the total."""
+        return METHOD_TERMS[self.method][1]
+
+
+def _expect(ok: bool, key: str, value, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"config.{key}={value!r} is not valid; expected {expected}")
+
+
+def _expect_one_of(key: str, value, valid) -> None:
+    _expect(value in valid, key, value, f"one of {list(valid)}")
+
+
+def validate_config(config, level: str | None = None) -> None:
+    """Checks the objective's config keys; raises ValueError naming key, value and valid range.
+
+    Call it before any data is read (level=None: only the checks that need no dataset), and again
+    once the dataset's level is known (`objective_from_config` does).
+
+    Args:
+      config: experiment config with `method`, `task` and the `loss` block.
+      level: 'frame', 'utterance' or None.
+    """
+    loss = config.loss
+    _expect_one_of("method", config.method, METHODS)
+    _expect_one_of("loss.regression", loss.regression, task_losses.REGRESSION_LOSSES)
+    _expect_one_of("loss.class_weights", loss.class_weights, task_losses.CLASS_WEIGHTS)
+    _expect_one_of("loss.align", loss.align, crossmodal.ALIGN_LOSSES)
+    _expect_one_of("loss.mining", loss.mining, mining.MINING)
+    _expect_one_of("loss.direction", loss.direction, crossmodal.DIRECTIONS)
+    _expect_one_of("loss.positives", loss.positives, agreement.POSITIVES)
+    for key in ("w_aux", "w_align", "margin"):
+        _expect(loss[key] >= 0, f"loss.{key}", loss[key], ">= 0")
+    _expect(0.0 <= loss.label_smoothing <= 1.0, "loss.label_smoothing", loss.label_smoothing,
+            "a value in [0, 1]")
+    _expect(loss.temperature > 0, "loss.temperature", loss.temperature, "> 0")
+    # One bin would make every pair positive and none negative: the alignment term would be 0.
+    _expect(isinstance(loss.num_bins, (int, np.integer)) and loss.num_bins >= 2, "loss.num_bins",
+            loss.num_bins, "an integer >= 2")
+    # `agreement.positive_matrix_from_distance`: distance <= pos_threshold is positive and
+    # >= neg_threshold negative, so pos_threshold <= neg_threshold keeps the two apart.
+    _expect(0.0 <= loss.pos_threshold, "loss.pos_threshold", loss.pos_threshold, ">= 0")
+    _expect(loss.pos_threshold <= loss.neg_threshold, "loss.neg_threshold", loss.neg_threshold,
+            f">= config.loss.pos_threshold={loss.pos_threshold!r}")
+    _expect(isinstance(loss.align_frames, (int, np.integer)) and loss.align_frames > 0,
+            "loss.align_frames", loss.align_frames, "a positive integer")
+    if level is None:
+        return
+    _expect_one_of("level", level, LEVELS)
+    if config.task != "category":
+        # A per-sequence CCC needs sequences; utterance-level outputs have none.
+        _expect(not (loss.regression == "sequence_ccc" and level == "utterance"),
+                "loss.regression", loss.regression,
+                "'ccc' or 'mse' for an utterance-level dataset ('sequence_ccc' needs frame-level "
+                "sequences)")
 
 
 def objective_from_config(config, level: str, class_counts=None, train_targets=None) -> Objective:
@@ -72,6 +133,7 @@ def objective_from_config(config, level: str, class_counts=None, train_targets=N
     Returns:
       The objective.
     """
+    validate_config(config, level)
     loss = config.loss
     weights = None
     if config.task == "category" and class_counts is not None and loss.class_weights != "none":
@@ -80,7 +142,7 @@ def objective_from_config(config, level: str, class_counts=None, train_targets=N
     edges = None
     if config.task != "category" and loss.positives == "bins" and train_targets is not None:
         edges = tuple(tuple(float(v) for v in e) for e in
-                      np.atleast_2d(mining.quantile_edges(np.asarray(train_targets), loss.num_bins)))
+                      np.atleast_2d(agreement.quantile_edges(np.asarray(train_targets), loss.num_bins)))
     modalities = ((config.target_modality,) if config.method == "monomodal"
                   else tuple(config.modalities))
     return Objective(
@@ -99,11 +161,7 @@ def task_loss(obj: Objective, outputs: jax.Array, targets: jax.Array, mask: jax.
         weights = None if obj.class_weights is None else jnp.asarray(obj.class_weights)
         return task_losses.cross_entropy_loss(outputs, targets, mask, class_weights=weights,
                                               label_smoothing=obj.label_smoothing)
-    if obj.regression == "sequence_ccc" and outputs.ndim == 3:
-        return task_losses.sequence_ccc_loss(outputs, targets, mask)[0]
-    if obj.regression == "mse":
-        return task_losses.mse_loss(outputs, targets, mask)[0]
-    return task_losses.ccc_loss(outputs, targets, mask)[0]
+    return task_losses.REGRESSION_LOSS_FNS[obj.regression](outputs, targets, mask)[0]
 
 
 def _modality_mask(batch: dict, m: str, level: str) -> jax.Array:
@@ -114,16 +172,11 @@ def _modality_mask(batch: dict, m: str, level: str) -> jax.Array:
 
 
 def _pair_matrices(obj: Objective, labels: jax.Array):
-    if obj.task == "category" or obj.positives == "class":
-        labels = labels.astype(jnp.int32)
-        return (mining.positive_matrix_from_classes(labels, labels),
-                mining.negative_matrix_from_classes(labels, labels))
-    if obj.positives == "distance":
-        return mining.positive_matrix_from_distance(labels, labels, obj.pos_threshold,
-                                                    obj.neg_threshold)
-    bins = mining.quantile_bins(labels, np.asarray(obj.bin_edges))
-    return (mining.positive_matrix_from_classes(bins, bins),
-            mining.negative_matrix_from_classes(bins, bins))
+    """(pos, neg) [N, N] of the batch by `obj.positives`; categories always agree by class."""
+    rule = "class" if obj.task == "category" else obj.positives
+    edges = None if obj.bin_edges is None else np.asarray(obj.bin_edges)
+    return agreement.PAIR_RULES[rule](labels, edges=edges, pos_threshold=obj.pos_threshold,
+                                      neg_threshold=obj.neg_threshold)
 
 
 def alignment_loss(obj: Objective, embeddings: dict, batch: dict, rng: jax.Array):
@@ -145,11 +198,9 @@ def alignment_loss(obj: Objective, embeddings: dict, batch: dict, rng: jax.Array
                  for m in obj.modalities}
         labels = batch["targets"]
     pos, neg = _pair_matrices(obj, labels)
-    if obj.align == "supcon":
-        return crossmodal.crossmodal_supcon_loss(emb, masks, obj.target, pos, obj.direction,
-                                                 obj.temperature)
-    return crossmodal.crossmodal_triplet_loss(emb, masks, obj.target, pos, neg, obj.direction,
-                                              obj.margin, obj.mining)
+    return crossmodal.ALIGN_LOSS_FNS[obj.align](
+        emb, masks, obj.target, pos, neg, direction=obj.direction, margin=obj.margin,
+        mining=obj.mining, temperature=obj.temperature)
 
 
 def total_loss(obj: Objective, embeddings: dict, outputs: dict, batch: dict, rng: jax.Array):

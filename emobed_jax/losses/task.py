@@ -14,7 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-CLASS_WEIGHT_MODES = ("inverse", "sqrt_inverse", "none")
+from emobed_jax.losses.ccc import masked_ccc
+
+# `config.loss.class_weights`: name -> the power p of the weight 1/n_c**p that
+# `class_weights_from_counts` gives class c (None: every weight 1). CLASS_WEIGHTS is its key tuple.
+CLASS_WEIGHT_POWERS = {"inverse": 1.0, "sqrt_inverse": 0.5, "none": None}
+CLASS_WEIGHTS = tuple(CLASS_WEIGHT_POWERS)
 
 
 def _as_float(x) -> jax.Array:
@@ -41,36 +46,6 @@ def _regression_inputs(predictions, targets, mask):
     return predictions, targets, mask
 
 
-def _masked_ccc(x: jax.Array, y: jax.Array, mask: jax.Array, axis, eps: float):
-    """CCC with population moments over `axis` of [..., K] arrays, using only masked-in elements.
-
-    Returns (ccc, count), both with `axis` reduced; ccc is 0 where count is 0.
-    """
-    m = mask[..., None]
-    # jnp.where (not multiplication) so NaN/inf padding neither leaks into sums nor into gradients.
-    x = jnp.where(m, x, 0.0)
-    y = jnp.where(m, y, 0.0)
-    # The count is summed together with x and y. Summed alone it depends on the mask only, so
-    # under a batch-sharded jit XLA:CPU schedules its cross-device sum first: one device's worker
-    # thread then blocks in that rendezvous while the other runs its forward pass alone.
-    # (A float32 sum of ones is exact below 2**24 frames.)
-    axes = tuple(a % x.ndim + 1 for a in (axis if isinstance(axis, tuple) else (axis,)))
-    sums = jnp.sum(jnp.stack([jnp.broadcast_to(m, x.shape).astype(x.dtype), x, y]), axis=axes,
-                   keepdims=True)
-    count, sum_x, sum_y = sums[0][..., :1], sums[1], sums[2]
-    n = jnp.maximum(count, 1.0)
-    mean_x = sum_x / n
-    mean_y = sum_y / n
-    # Two-pass moments: centring first avoids the cancellation of E[x^2] - E[x]^2 in float32.
-    dx = jnp.where(m, x - mean_x, 0.0)
-    dy = jnp.where(m, y - mean_y, 0.0)
-    var_x = jnp.sum(dx * dx, axis=axis, keepdims=True) / n
-    var_y = jnp.sum(dy * dy, axis=axis, keepdims=True) / n
-    cov = jnp.sum(dx * dy, axis=axis, keepdims=True) / n
-    ccc = 2.0 * cov / (var_x + var_y + (mean_x - mean_y) ** 2 + eps)
-    return jnp.squeeze(ccc, axis), jnp.squeeze(count, axis)
-
-
 def ccc_loss(predictions, targets, mask=None, eps: float = 1e-8):
     """1 - concordance correlation coefficient, one CCC per label dimension over the whole batch.
 
@@ -90,7 +65,7 @@ def ccc_loss(predictions, targets, mask=None, eps: float = 1e-8):
     predictions, targets, mask = _regression_inputs(predictions, targets, mask)
     k = predictions.shape[-1]
     flat_mask = mask.reshape(-1)
-    ccc, count = _masked_ccc(predictions.reshape(-1, k), targets.reshape(-1, k), flat_mask,
+    ccc, count = masked_ccc(predictions.reshape(-1, k), targets.reshape(-1, k), flat_mask,
                              axis=0, eps=eps)
     per_dim = jnp.where(count > 0, 1.0 - ccc, 0.0)
     return jnp.mean(per_dim), per_dim
@@ -116,7 +91,7 @@ def sequence_ccc_loss(predictions, targets, mask=None, eps: float = 1e-8):
     if predictions.ndim != 3:
         raise ValueError(
             f"predictions shape {predictions.shape}: sequence_ccc_loss expects [B, T, K]")
-    ccc, count = _masked_ccc(predictions, targets, mask, axis=1, eps=eps)  # [B, K]
+    ccc, count = masked_ccc(predictions, targets, mask, axis=1, eps=eps)  # [B, K]
     seq_valid = count > 0
     num_valid = jnp.sum(seq_valid, axis=0).astype(ccc.dtype)
     per_dim = jnp.sum(jnp.where(seq_valid, 1.0 - ccc, 0.0), axis=0) / jnp.maximum(num_valid, 1.0)
@@ -227,18 +202,24 @@ def class_weights_from_counts(counts, mode: str = "inverse") -> np.ndarray:
       float32 [C] weights; classes with count 0 get weight 0 (they never occur as labels) except
       in mode 'none'.
     """
-    if mode not in CLASS_WEIGHT_MODES:
-        raise ValueError(f"mode={mode!r}: expected one of {list(CLASS_WEIGHT_MODES)}")
+    if mode not in CLASS_WEIGHTS:
+        raise ValueError(f"mode={mode!r}: expected one of {list(CLASS_WEIGHTS)}")
     counts = np.asarray(counts, dtype=np.float64)
     if counts.ndim != 1 or counts.size == 0:
         raise ValueError(f"counts shape {counts.shape}: expected a non-empty 1-D array [C]")
     if not np.all(np.isfinite(counts)) or np.any(counts < 0):
         raise ValueError(f"counts={counts.tolist()}: expected finite non-negative class counts")
-    if mode == "none":
+    power = CLASS_WEIGHT_POWERS[mode]
+    if power is None:
         return np.ones(counts.shape, np.float32)
     present = counts > 0
     if not present.any():
         raise ValueError("counts: every class count is 0; expected at least one present class")
-    power = 1.0 if mode == "inverse" else 0.5
     raw = np.where(present, 1.0 / np.where(present, counts, 1.0) ** power, 0.0)
     return (raw / raw[present].mean()).astype(np.float32)
+
+
+# `config.loss.regression`: name -> loss (predictions, targets, mask) -> (loss, per_dim) of the
+# arousal/valence heads. REGRESSION_LOSSES is its key tuple, for the config validator.
+REGRESSION_LOSS_FNS = {"ccc": ccc_loss, "sequence_ccc": sequence_ccc_loss, "mse": mse_loss}
+REGRESSION_LOSSES = tuple(REGRESSION_LOSS_FNS)
