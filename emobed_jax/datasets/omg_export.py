@@ -4,7 +4,9 @@ The challenge's scorer reads the gold CSV and a prediction CSV with pandas and p
 order* (it never looks at the ``video``/``utterance`` columns), then computes one CCC per dimension
 over all utterances of the split: ``2 * r * sd_gold * sd_pred / (sd_pred^2 + sd_gold^2 +
 (mean_pred - mean_gold)^2)`` with Pearson's r from ``scipy.stats.pearsonr`` and population
-(ddof = 0) moments. A prediction file must therefore have exactly one row per gold row, in the gold
+(ddof = 0) moments. That is the project's CCC (`emobed_jax.losses.ccc.masked_ccc`, reached through
+`evaluation.metrics.ccc`) except for constant columns, where ``pearsonr`` is undefined and the
+script gets NaN (the metric gives 0, or 1 for two equal constants). A prediction file must therefore have exactly one row per gold row, in the gold
 order, including utterances whose clip could not be downloaded. ``write_predictions_csv`` fills
 those with the training-set mean (a constant that adds no correlation but keeps the pairing
 intact) and flags them with ``has_media = 0``.
@@ -19,6 +21,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import scipy.stats
+
+from emobed_jax.evaluation import metrics
 
 __all__ = ["PREDICTION_COLUMNS", "read_official_order", "write_predictions_csv", "official_ccc"]
 
@@ -136,13 +140,14 @@ def write_predictions_csv(path: str | os.PathLike, official_csv: str | os.PathLi
 
 
 def _official_ccc_1d(gold: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
-    """(CCC, Pearson r) exactly as the challenge script computes them (NaN when r is undefined)."""
+    """(CCC, Pearson r) as the challenge script computes them (NaN when r is undefined).
+
+    2 r sd_g sd_p equals 2 cov with population moments, so the CCC is `metrics.ccc`; only the
+    constant-column case differs, and it is decided here as the script decides it.
+    """
     if np.ptp(gold) == 0 or np.ptp(pred) == 0:
         return math.nan, math.nan  # pearsonr is undefined (the script warns and gets NaN)
-    rho = float(scipy.stats.pearsonr(pred, gold)[0])
-    sd_pred, sd_gold = float(np.std(pred)), float(np.std(gold))
-    denominator = sd_pred ** 2 + sd_gold ** 2 + (float(np.mean(pred)) - float(np.mean(gold))) ** 2
-    return 2 * rho * sd_gold * sd_pred / denominator, rho
+    return metrics.ccc(pred, gold), float(scipy.stats.pearsonr(pred, gold)[0])
 
 
 def official_ccc(pred_csv: str | os.PathLike, gold_csv: str | os.PathLike,
