@@ -1,6 +1,6 @@
 """Several processes: `experiments/launch_local.py` runs `main.py` as 2 processes x 1 CPU device
 (jax.distributed, gloo collectives) and ends with exactly the parameters and metrics of 1 process
-x 2 devices on the same config."""
+x 2 devices on the same config (the default encoder: the fused BLSTM)."""
 from __future__ import annotations
 
 import json
@@ -22,7 +22,7 @@ LAUNCHER = REPO / "experiments" / "launch_local.py"
 
 def _config(data_dir):
     return make_tiny_config(data_dir, **{
-        "method": "emobed", "model.encoder": "conv", "num_train_steps": 6,
+        "method": "emobed", "num_train_steps": 6,
         "eval_every_steps": 6, "checkpoint_every_steps": 6, "log_every_steps": 3})
 
 

@@ -18,7 +18,7 @@ def test_replica_k_equals_a_separate_run_with_seed_k(tiny_config):
     seeds = [3, 4]
     states, keys = replicas.init_replicas(exp, seeds)
     step_fn, sharding = replicas.compile_replica_step(exp)
-    streams = [experiment.train_stream(exp, 0, s)[0] for s in seeds]
+    streams = [exp.train_stream(0, s)[0] for s in seeds]
     for _ in range(steps):
         batch = replicas._stack([next(s) for s in streams])
         states, metrics = step_fn(states, jax.device_put(batch, sharding), keys)

@@ -50,17 +50,17 @@ def test_window_specs_cover_every_frame():
 
 def test_training_stream_is_a_pure_function_of_seed_and_step(tiny_config):
     exp = experiment.build(tiny_config(), devices=jax.devices()[:1])
-    a, n = experiment.train_stream(exp, 0)
-    b, _ = experiment.train_stream(exp, 0)
+    a, n = exp.train_stream(0)
+    b, _ = exp.train_stream(0)
     batches = [next(a) for _ in range(5)]
     for x in batches:
         jax.tree_util.tree_map(np.testing.assert_array_equal, x, next(b))
-    resumed, _ = experiment.train_stream(exp, 3)
+    resumed, _ = exp.train_stream(3)
     jax.tree_util.tree_map(np.testing.assert_array_equal, batches[3], next(resumed))
     assert not np.array_equal(batches[0]["features"]["audio"], batches[1]["features"]["audio"])
     other = tiny_config()
     other.seed = 1
-    c, _ = experiment.train_stream(experiment.build(other, devices=jax.devices()[:1]), 0)
+    c, _ = experiment.build(other, devices=jax.devices()[:1]).train_stream(0)
     assert not np.array_equal(batches[0]["features"]["audio"], next(c)["features"]["audio"])
     b0 = batches[0]
     assert b0["features"]["audio"].shape == (8, 50, 40) and b0["targets"].shape == (8, 50, 2)
@@ -84,7 +84,7 @@ def test_evaluation_batches_carry_only_the_target_modality(tiny_config):
     assert all(set(b["features"]) == {"audio"} for b in batches)
     assert batches[0]["index"].tolist() == [0, 1, 2, 3]
     init_rng, _ = experiment.init_rngs(0)
-    state = ts.create_state(exp.model, exp.config, experiment.example_batch(exp), init_rng)
+    state = ts.create_state(exp.model, exp.config, exp.example_batch(), init_rng)
     assert set(state.params) >= {"encoder_video", "projector_video"}  # trained with both ...
     emb, out = ts.predict_step(state.params, batches[0], apply_fn=state.apply_fn,
                                modalities=("audio",))  # ... evaluated with audio alone

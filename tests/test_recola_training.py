@@ -6,6 +6,7 @@ import pytest
 
 from configs import recola
 from conftest import small_run
+from emobed_jax.evaluation import evaluators
 from emobed_jax.training import experiment, state as ts, train
 from recola_fixtures import write_recola_package
 
@@ -32,10 +33,10 @@ def test_training_improves_ccc_over_untrained(recola_config, tmp_path):
     assert set(exp.splits) == {"train", "validation"}  # no test gold standard -> no test split
     assert exp.info.feature_dims == {"audio": 40, "video_geometric": 6}
     init_rng, _ = experiment.init_rngs(recola_config.seed)
-    state = ts.create_state(exp.model, recola_config, experiment.example_batch(exp), init_rng)
+    state = ts.create_state(exp.model, recola_config, exp.example_batch(), init_rng)
     predict = exp.par.compile_predict(functools.partial(
         ts.predict_step, apply_fn=state.apply_fn, modalities=("audio",)))
-    untrained, _, _ = train.evaluate_split(exp, state.params, predict, "validation")
+    untrained, _, _ = evaluators.evaluate_split(exp, state.params, predict, "validation")
 
     results = train.train_and_evaluate(recola_config, str(tmp_path), devices=jax.devices()[:1])
     val = results["metrics"]["validation"]
