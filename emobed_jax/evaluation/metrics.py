@@ -4,11 +4,10 @@ These are the numbers reported for RECOLA (AVEC 2016) and OMG-Emotion: Lin's con
 correlation coefficient (CCC) with population moments, Pearson's r, (R)MSE, and for categories
 accuracy, unweighted average recall (UAR) and macro-F1.
 
-CCC is the training loss's own function, ``emobed_jax.losses.ccc.masked_ccc``, run jitted on the
-host's CPU device, so the number optimised and the number reported cannot drift apart. It computes
-in JAX's default float (float32 unless ``jax_enable_x64``) with a shifted two-pass algorithm whose
-error against a float64 reference stays below ~1e-6 even for 10^6 frames or values near 100 with a
-tiny spread (tests/test_metrics.py). Pearson's r, (R)MSE and the class metrics are numpy float64.
+CCC is the training loss's own function (``emobed_jax.losses.ccc``, jitted on the host CPU), so the
+number optimised and the number reported cannot drift apart; in float32 its error against float64
+stays below 1e-6 even for 10^6 frames or values near 100 with a tiny spread (tests/test_metrics.py).
+Pearson's r, (R)MSE and the class metrics are numpy float64.
 
 Conventions shared by every function:
 
@@ -27,13 +26,11 @@ Conventions shared by every function:
 
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
-import jax
 import numpy as np
 
-from emobed_jax.losses.ccc import masked_ccc
+from emobed_jax.losses.ccc import ccc_rows
 
 __all__ = [
     "ccc", "pearson", "mse", "rmse", "grouped_ccc", "sequence_ccc", "regression_metrics",
@@ -106,39 +103,6 @@ def _moments(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float, 
     return mx, my, float(np.mean(dx * dx)), float(np.mean(dy * dy)), float(np.mean(dx * dy))
 
 
-# eps 0 and CCC 1 for two identical constants: the metric's degenerate cases (module docstring).
-_ccc_rows_jit = jax.jit(functools.partial(masked_ccc, axis=1, eps=0.0, zero_denominator=1.0))
-
-
-def _bucket(n: int, smallest: int) -> int:
-    """The next power of two >= n (and >= smallest): bounds how many shapes get compiled."""
-    return max(smallest, 1 << max(n - 1, 0).bit_length())
-
-
-def _ccc_rows(x: np.ndarray, y: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """CCC of each row of [G, L] arrays over the elements where ``keep`` is True.
-
-    Returns:
-        float64 [G]; nan for a row without a valid element.
-    """
-    g, length = x.shape
-    shape = (_bucket(g, 1), _bucket(length, 8))
-    dtype = jax.dtypes.canonicalize_dtype(np.float64)  # float32 unless x64 is enabled
-    # CCC does not change when both sides move by the same constant. Moving each row by its gold
-    # mean (in float64, before the cast) keeps float32 from rounding away the spread of values
-    # that sit on a large offset (e.g. 1e4 + N(0, 1) would keep only ~3 digits).
-    counts = keep.sum(axis=1, keepdims=True)
-    offset = np.where(keep, y, 0.0).sum(axis=1, keepdims=True) / np.maximum(counts, 1)
-    padded = [np.zeros(shape, dtype), np.zeros(shape, dtype), np.zeros(shape, bool)]
-    for out, values in zip(padded, (x - offset, y - offset, keep)):
-        out[:g, :length] = values
-    cpu = jax.devices("cpu")[0]
-    xp, yp, kp = (jax.device_put(a, cpu) for a in padded)
-    score, count = _ccc_rows_jit(xp[..., None], yp[..., None], kp)
-    score = np.asarray(score, np.float64)[:g, 0]
-    return np.where(np.asarray(count)[:g, 0] > 0, score, np.nan)
-
-
 def ccc(predictions, targets, mask=None) -> float:
     """Lin's concordance correlation coefficient over all valid elements.
 
@@ -153,7 +117,7 @@ def ccc(predictions, targets, mask=None) -> float:
         series, 0.0 when exactly one side is constant or both are different constants.
     """
     x, y = _valid_pair(predictions, targets, mask)
-    return float(_ccc_rows(x[None], y[None], np.ones((1, x.size), bool))[0])
+    return float(ccc_rows(x[None], y[None], np.ones((1, x.size), bool))[0])
 
 
 def pearson(predictions, targets, mask=None) -> float:
@@ -227,7 +191,7 @@ def grouped_ccc(predictions, targets, groups, mask=None) -> float:
     rows = [np.zeros((group_ids.size, counts.max()), dtype) for dtype in (np.float64, np.float64, bool)]
     for out, values in zip(rows, (xs, ys, True)):
         out[gs, column] = values
-    scores = _ccc_rows(*rows)
+    scores = ccc_rows(*rows)
     return float(np.mean(scores[counts > 0]))
 
 

@@ -5,6 +5,11 @@
   joint       task(target) + w_aux * sum_aux task(aux)          (shared head on every modality)
   crossmodal  task(target) + w_align * align(target, aux)
   emobed      task(target) + w_aux * sum_aux task(aux) + w_align * align(target, aux)
+
+Each option name is spelled once, in a table beside its implementation (`METHOD_TERMS` here,
+`task.REGRESSION_LOSS_FNS`, `crossmodal.ALIGN_LOSS_FNS`, `agreement.PAIR_RULES`, ...), and the
+objective dispatches through those tables. `validate_config` checks the `loss` block before any
+data is read, and the level-dependent choices once the dataset's level is known.
 """
 from __future__ import annotations
 
