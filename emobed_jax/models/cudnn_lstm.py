@@ -1,12 +1,12 @@
-"""A (bi)directional LSTM layer on cuDNN's fused RNN kernel (`jax.experimental.rnn.lstm`), with
-the parameters and semantics of one encoder's layer in `fast_lstm.lstm_layer` (and of flax's
-`nn.RNN` + `nn.OptimizedLSTMCell` with `seq_lengths`).
+"""A (bi)directional LSTM layer on cuDNN's fused RNN kernel (`jax.experimental.rnn.lstm`):
+`LSTMStack(impl='cudnn')`'s layer, with the parameters and semantics of one encoder's layer in
+`fast_lstm.lstm_layer` and of the `lax.scan` reference `lstm.scan_layer`.
 
 Why: `fast_lstm` is laid out for XLA:CPU; on a GPU its time loop is a chain of small kernels per
 step. cuDNN runs a whole layer, both directions, forward and backward, in one fused call. The
-parameters stay flax `OptimizedLSTMCell` dicts: `pack_weights` builds cuDNN's flat weight vector
-from them differentiably, so gradients (and optimizer updates) land on the flax tree and
-checkpoints remain interchangeable with the 'fused' and 'flax' implementations.
+parameters stay `LSTMStack`'s per-direction (w_input, w_hidden, bias): `pack_weights` builds
+cuDNN's flat weight vector from them differentiably, so gradients (and optimizer updates) land on
+the same tree whichever implementation runs.
 
 The cuDNN kernel only lowers on CUDA (or ROCm, through MIOpen); `available()` says whether it can
 run here. `use_reference=True` computes the same function with `jax.experimental.rnn.lstm_ref`,
@@ -14,7 +14,7 @@ which runs on any backend, so the weight conversion is testable on a CPU.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,33 +45,34 @@ def available() -> bool:
     return _platform() is not None
 
 
-def pack_weights(cells: Sequence[Mapping]) -> jax.Array:
-    """Packs flax cell params into cuDNN's flat LSTM weights for one layer (`num_layers=1`).
+def pack_weights(weights: Sequence[fast_lstm.Weights]) -> jax.Array:
+    """Packs one layer's (w_input, w_hidden, bias) per direction into cuDNN's flat LSTM weights
+    (`num_layers=1`).
 
     The layout (see `jax.experimental.rnn`): W_ih `[4H, D]`, W_hh `[4H, H]` of each direction,
-    then b_ih `[4H]`, b_hh `[4H]` of each direction; gate blocks (i, f, g, o), as in flax.
-    OptimizedLSTMCell has one bias per gate, so it becomes b_hh and b_ih is zero.
+    then b_ih `[4H]`, b_hh `[4H]` of each direction; gate blocks (i, f, g, o), as ours. There is
+    one bias per gate, so it becomes b_hh and b_ih is zero.
 
     Args:
-      cells: one flax `OptimizedLSTMCell` param dict per direction (1 or 2), forward first.
+      weights: per direction (1 or 2, forward first), (w_input `[D, 4H]`, w_hidden `[H, 4H]`,
+        bias `[4H]`).
 
     Returns:
-      The flat weight vector `[num_params]`; differentiable with respect to `cells`.
+      The flat weight vector `[num_params]`; differentiable with respect to `weights`.
     """
-    kernels = [fast_lstm.cell_kernels(c) for c in cells]
-    matrices = [w.T.ravel() for w_i, w_h, _ in kernels for w in (w_i, w_h)]
-    biases = [v for _, _, b in kernels for v in (jnp.zeros_like(b), b)]
+    matrices = [w.T.ravel() for w_i, w_h, _ in weights for w in (w_i, w_h)]
+    biases = [v for _, _, b in weights for v in (jnp.zeros_like(b), b)]
     return jnp.concatenate(matrices + biases)
 
 
-def lstm_layer(x: jax.Array, lengths: jax.Array, cells: Sequence[Mapping],
+def lstm_layer(x: jax.Array, lengths: jax.Array, weights: Sequence[fast_lstm.Weights],
                reverse: Sequence[bool], *, use_reference: bool = False) -> list[jax.Array]:
-    """One (bi)directional LSTM layer on cuDNN; `fast_lstm.lstm_layer`'s contract, one encoder.
+    """One (bi)directional LSTM layer on cuDNN; `fast_lstm.lstm_layer`'s contract.
 
     Args:
       x: time-major float32 frames `[T, B, D]`.
       lengths: valid frame counts `[B]`.
-      cells: one flax `OptimizedLSTMCell` param dict per direction.
+      weights: per direction, (w_input `[D, 4H]`, w_hidden `[H, 4H]`, bias `[4H]`).
       reverse: per direction, whether it runs backwards in time: `(False,)` or `(False, True)`.
       use_reference: compute with `jax.experimental.rnn.lstm_ref` (any backend) instead of the
         cuDNN kernel.
@@ -81,19 +82,20 @@ def lstm_layer(x: jax.Array, lengths: jax.Array, cells: Sequence[Mapping],
       frames). A backward direction starts from the zero state at each sequence's last frame.
 
     Raises:
-      ValueError: for an unsupported `reverse` or a `cells` of another length.
+      ValueError: for an unsupported `reverse` or `weights` of another length.
       RuntimeError: without `use_reference` on a backend with no cuDNN/MIOpen LSTM kernel.
     """
     reverse = tuple(reverse)
     if reverse not in _SUPPORTED_REVERSE:
         raise ValueError(f"reverse={reverse!r}: the cuDNN LSTM supports only "
                          f"{' or '.join(map(repr, _SUPPORTED_REVERSE))} (forward, then backward)")
-    if len(cells) != len(reverse):
-        raise ValueError(f"{len(cells)} cells for reverse={reverse!r}: expected one per direction")
+    if len(weights) != len(reverse):
+        raise ValueError(f"{len(weights)} weight sets for reverse={reverse!r}: expected one per "
+                         "direction")
     num_frames, batch, input_size = x.shape
-    hidden = cells[0]["hi"]["kernel"].shape[-1]
+    hidden = weights[0][1].shape[0]
     bidirectional = len(reverse) == 2
-    weights = pack_weights(cells)
+    weights = pack_weights(weights)
     # Clamped to 1 because cuDNN may reject empty sequences; the mask below zeroes their frames,
     # so they still produce zeros and pass no gradient.
     seq_lengths = jnp.maximum(lengths, 1).astype(jnp.int32)

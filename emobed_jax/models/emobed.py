@@ -1,8 +1,9 @@
-"""The EmoBed network: encoder and projector per modality, one shared recognition head.
+"""The EmoBed network: per modality an encoder, pooling and a projector; one shared head.
 
 `EmoBedModel` computes only the modalities present in its input, so the same parameters serve
-training (all modalities) and monomodal inference (the target modality alone). The head is a
-single submodule called once per modality: its parameters exist exactly once.
+training (all modalities) and monomodal inference (the target modality alone). Parameters are
+named `encoder_<m>`, `pool_<m>` (attention pooling only), `projector_<m>` and `shared_head`; the
+head is a single submodule called once per modality, so its parameters exist exactly once.
 """
 from __future__ import annotations
 
@@ -10,12 +11,39 @@ from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 
-from emobed_jax.models import encoders
+from emobed_jax.models import lstm
+from emobed_jax.models.conv import ConvEncoder
+from emobed_jax.models.head import SharedHead
+from emobed_jax.models.pooling import Pool
+from emobed_jax.models.projector import Projector
 
-_ACTIVATIONS = {"tanh": jnp.tanh, "relu": nn.relu, "linear": lambda x: x}
+ENCODERS = ("lstm", "conv")
+
+
+def make_encoder(kind: str, hidden: int, num_layers: int, bidirectional: bool, kernel_size: int,
+                 dropout: float, rnn_impl: str, name: str) -> nn.Module:
+    """Builds the encoder `kind` (one of `ENCODERS`): an `lstm.LSTMStack` or a `ConvEncoder`.
+
+    Args:
+      kind: 'lstm' or 'conv'.
+      hidden, num_layers: units (per direction) and layers.
+      bidirectional, rnn_impl: LSTM only (`rnn_impl` is `LSTMStack.impl`).
+      kernel_size: conv only.
+      dropout: dropout after each layer (training only).
+      name: the submodule's name.
+
+    Returns:
+      A module mapping `(x [B, T, D], lengths [B], train)` to `[B, T, H']`, zero at padding.
+    """
+    if kind == "lstm":
+        return lstm.LSTMStack(hidden=hidden, num_layers=num_layers, bidirectional=bidirectional,
+                              dropout=dropout, impl=rnn_impl, name=name)
+    if kind == "conv":
+        return ConvEncoder(hidden=hidden, num_layers=num_layers, kernel_size=kernel_size,
+                           dropout=dropout, name=name)
+    raise ValueError(f"model.encoder={kind!r}: expected one of {list(ENCODERS)}")
 
 
 class EmoBedModel(nn.Module):
@@ -25,12 +53,12 @@ class EmoBedModel(nn.Module):
       modalities: every modality the model has parameters for.
       level: 'frame' (one output per frame) or 'utterance' (pooled, one output per example).
       num_outputs: 2 for arousal/valence regression, the class count for classification.
-      encoder, hidden, num_layers, bidirectional, kernel_size, dropout: encoder settings.
-      rnn_impl: LSTM implementation: 'auto' (cuDNN on a GPU, else 'fused'), 'fused' (hand-written
-        VJP, fast on CPUs), 'cudnn' or 'flax' (nn.RNN); see `encoders.RecurrentEncoder`.
-      pooling: 'mean' or 'attention' (utterance level only).
+      encoder: one of `ENCODERS`.
+      rnn_impl: the LSTM implementation, one of `lstm.IMPLS`.
+      hidden, num_layers, bidirectional, kernel_size, dropout: encoder settings.
+      pooling: one of `pooling.POOLING` (utterance level only).
       embedding_dim: size of the shared embedding.
-      projector_activation: 'tanh', 'relu' or 'linear'.
+      projector_activation: one of `projector.ACTIVATIONS`.
       head_hidden, head_dropout: the shared head's hidden widths and dropout.
     """
 
@@ -67,37 +95,22 @@ class EmoBedModel(nn.Module):
         """
         unknown = sorted(set(features) - set(self.modalities))
         if unknown:
-            raise ValueError(f"modalities {unknown} have no parameters; model has {list(self.modalities)}")
-        head = encoders.MLPHead(hidden=tuple(self.head_hidden), num_outputs=self.num_outputs,
-                                dropout=self.head_dropout, name="shared_head")
-        activation = _ACTIVATIONS[self.projector_activation]
-        embeddings, outputs = {}, {}
+            raise ValueError(f"modalities {unknown} have no parameters; model has "
+                             f"{list(self.modalities)}")
+        head = SharedHead(hidden=tuple(self.head_hidden), num_outputs=self.num_outputs,
+                          dropout=self.head_dropout, name="shared_head")
         mods = sorted(features)
-        rnn_impl = encoders.resolve_rnn_impl(self.rnn_impl)
-        if self.encoder == "lstm" and rnn_impl != "flax":
-            # 'fused': the modalities' LSTMs run as streams of shared loops (one per layer and
-            # pass, not one per modality); parameters and results are those of separate encoders.
-            stacks = [encoders.FusedLSTMParams(self.hidden, self.num_layers, self.bidirectional,
-                                               self.dropout, name=f"encoder_{m}")(
-                                                   features[m].shape, train) for m in mods]
-            encoded = dict(zip(mods, encoders.run_fused_lstm_stacks(
-                [features[m] for m in mods], [lengths[m] for m in mods], stacks,
-                self.bidirectional, rnn_impl)))
-        else:
-            encoded = {m: encoders.make_encoder(
-                self.encoder, self.hidden, self.num_layers, self.bidirectional, self.kernel_size,
-                self.dropout, name=f"encoder_{m}", rnn_impl=rnn_impl)(
-                    features[m], lengths[m], train) for m in mods}
+        embeddings, outputs = {}, {}
         for m in mods:
-            h = encoded[m]
+            encoder = make_encoder(self.encoder, self.hidden, self.num_layers, self.bidirectional,
+                                   self.kernel_size, self.dropout, self.rnn_impl,
+                                   name=f"encoder_{m}")
+            h = encoder(features[m], lengths[m], train)
             if self.level == "utterance":
-                if self.pooling == "attention":
-                    h = encoders.AttentionPool(name=f"pool_{m}")(h, masks[m])
-                else:
-                    h = encoders.masked_mean_pool(h, masks[m])
-            e = activation(nn.Dense(self.embedding_dim, name=f"projector_{m}")(h))
-            embeddings[m] = e
-            outputs[m] = head(e, train)
+                h = Pool(self.pooling, name=f"pool_{m}")(h, masks[m])
+            embeddings[m] = Projector(self.embedding_dim, self.projector_activation,
+                                      name=f"projector_{m}")(h)
+            outputs[m] = head(embeddings[m], train)
         return embeddings, outputs
 
 

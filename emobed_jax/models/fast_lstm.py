@@ -1,14 +1,15 @@
-"""A fused (bi)directional LSTM with a hand-written VJP, equivalent to flax `nn.RNN` +
-`nn.OptimizedLSTMCell` with `seq_lengths` (`RecurrentEncoder(rnn_impl='fused')`).
+"""A fused (bi)directional LSTM with a hand-written VJP: `LSTMStack(impl='fused')`'s layer,
+equal to its plain `lax.scan` reference (`lstm.scan_layer`) and to flax `nn.RNN` +
+`nn.OptimizedLSTMCell` with `seq_lengths`.
 
 Why: on a CPU the straightforward Flax layer spends most of a training step in ~1,200 small scan
 iterations (forward and backward, per direction and layer), each with its own input matmul and,
 in the backward scan, a weight-gradient update. Here (`lstm_layer`, `lstm_streams`):
 
 * the input projections of all time steps are one matmul per stream, outside the loop;
-* the directions of a layer, and the layers of several encoders of equal length (audio and video
-  in crossmodal training), are "streams" `[N, B, H]` of one loop, each with its own kernels (a
-  batched matmul per step), so the loop count does not grow with directions or modalities;
+* the directions of a layer are "streams" `[N, B, H]` of one loop, each with its own kernels (a
+  batched matmul per step), so the loop count does not grow with directions. (Running several
+  modalities' encoders as streams of one loop was measured not to pay: see `lstm.LSTMStack`.)
 * the backward loop carries only the two state gradients (and the bias gradient's running sum)
   and stores the pre-activation gradient of each step; the kernel and input gradients are one
   matmul each over all time steps afterwards.
@@ -18,8 +19,8 @@ exactly zero over the padded frames (its i and f gates are forced to 0), so it s
 zero state at each sequence's last valid frame, like `nn.RNN(reverse=True, seq_lengths=...)`.
 Outputs at padded frames are zero (flax leaves arbitrary values there; `RecurrentEncoder` zeroes
 them anyway) and padded frames never influence valid ones, nor receive gradient. The parameters
-are flax's `OptimizedLSTMCell` kernels, concatenated over the gates in (i, f, g, o) order
-(`cell_kernels`), so checkpoints are interchangeable with the flax implementation.
+arrive as `LSTMStack` stores them, per direction (w_input `[D, 4H]`, w_hidden `[H, 4H]`,
+bias `[4H]`) with the gate blocks in (i, f, g, o) order, so no call concatenates them.
 
 Layouts are chosen for XLA:CPU: streams-major `[N, T, B, ...]` so the weight-gradient matmuls
 need no transposes; each stored per-step quantity (h, c and the four gates) in a buffer of its
@@ -30,28 +31,13 @@ all-gather.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 
-GATES = ("i", "f", "g", "o")
-
-
-def cell_kernels(cell_params: Mapping) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Concatenates one flax `OptimizedLSTMCell`'s parameters over the gates.
-
-    Args:
-      cell_params: the cell's param dict: `i<gate>/kernel` `[D, H]` and `h<gate>/kernel` `[H, H]`,
-        `h<gate>/bias` `[H]` for gates i, f, g, o.
-
-    Returns:
-      (w_input `[D, 4H]`, w_hidden `[H, 4H]`, bias `[4H]`), gate blocks in (i, f, g, o) order.
-    """
-    w_i = jnp.concatenate([cell_params[f"i{g}"]["kernel"] for g in GATES], axis=-1)
-    w_h = jnp.concatenate([cell_params[f"h{g}"]["kernel"] for g in GATES], axis=-1)
-    b = jnp.concatenate([cell_params[f"h{g}"]["bias"] for g in GATES], axis=-1)
-    return w_i, w_h, b
+# One direction's parameters: (w_input [D, 4H], w_hidden [H, 4H], bias [4H]), gates (i, f, g, o).
+Weights = tuple[jax.Array, jax.Array, jax.Array]
 
 
 def _gate_constants(hidden: int, dtype):
@@ -62,9 +48,15 @@ def _gate_constants(hidden: int, dtype):
     return alpha, beta
 
 
-# Added to the i and f pre-activations of held (padded) steps: both gates become exactly 0, so
-# c = f c + i g = 0 and h = o tanh(0) = 0 without a mask in the loop, and no gradient crosses.
-_HOLD = -1e9
+def hold_value(dtype) -> float:
+    """Added to the i and f pre-activations of held (padded) steps: both gates become exactly 0,
+    so c = f c + i g = 0 and h = o tanh(0) = 0 without a mask in the loop, and no gradient crosses.
+
+    A quarter of the dtype's largest finite value: far past where tanh saturates, yet adding it
+    to any reasonable pre-activation stays finite (a fixed -1e9 is -inf in float16, and
+    -inf * 0 on the valid steps would be NaN).
+    """
+    return -float(jnp.finfo(dtype).max) / 4
 
 
 # Where step t goes in the buffer of each stored quantity (h, c, i, f, g, o): c's buffer keeps
@@ -79,7 +71,7 @@ def _forward(gx, w_h, b, hold):
     n, t_len, batch, _ = gx.shape
     hidden = w_h.shape[1]
     alpha, beta = _gate_constants(hidden, gx.dtype)
-    hold_gates = jnp.concatenate([jnp.full((2 * hidden,), _HOLD, gx.dtype),
+    hold_gates = jnp.concatenate([jnp.full((2 * hidden,), hold_value(gx.dtype), gx.dtype),
                                   jnp.zeros((2 * hidden,), gx.dtype)])
     # Bias and hold are added inside the loop, to the one step's slice: as a pass over all of gx
     # before the loop they cost a full read and write of it.
@@ -214,52 +206,25 @@ def lstm_streams(xs: jax.Array, w_i: jax.Array, w_h: jax.Array, b: jax.Array,
     return _recurrence(_project(xs, w_i), w_h, b, hold)
 
 
-def lstm_layer(xs: Sequence[jax.Array], lengths: Sequence[jax.Array],
-               cells: Sequence[Sequence[Mapping]], reverse: Sequence[bool]
-               ) -> list[list[jax.Array]]:
-    """One (bi)directional LSTM layer of one or more encoders, all directions in one loop.
-
-    Every (encoder, direction) is a stream of one recurrence, so two modalities' encoders cost
-    one loop instead of two. The encoders' inputs may differ in width; their frames must agree.
+def lstm_layer(x: jax.Array, lengths: jax.Array, weights: Sequence[Weights],
+               reverse: Sequence[bool]) -> list[jax.Array]:
+    """One (bi)directional LSTM layer, all directions as streams of one loop.
 
     Args:
-      xs: per encoder, time-major frames `[T, B, D_e]` (same T and B for all).
-      lengths: per encoder, valid frame counts `[B]`.
-      cells: per encoder, one flax `OptimizedLSTMCell` param dict per direction.
+      x: time-major frames `[T, B, D]`.
+      lengths: valid frame counts `[B]`.
+      weights: per direction, (w_input `[D, 4H]`, w_hidden `[H, 4H]`, bias `[4H]`).
       reverse: per direction, whether it runs backwards in time.
 
     Returns:
-      Per encoder, per direction, time-major outputs `[T, B, H]` in the original time order (zero
-      at padded frames).
+      Per direction, time-major outputs `[T, B, H]` in the original time order (zero at padded
+      frames).
     """
-    if len({x.shape[:2] for x in xs}) != 1:
-        raise ValueError(f"encoder inputs of shapes {[x.shape for x in xs]}: expected the same "
-                         "[T, B] for all encoders fused into one loop")
-    num_frames = xs[0].shape[0]
-    streams, hold, kernels = [], [], []
-    for x, length, enc_cells in zip(xs, lengths, cells):
-        valid = (jnp.arange(num_frames)[:, None] < length[None, :]).astype(x.dtype)[..., None]
-        # A reversed stream reads the time-reversed frames: its padding comes first and is held
-        # at zero, so it starts from the zero state at each sequence's last valid frame.
-        streams.append([jnp.flip(x, 0) if rev else x for rev in reverse])
-        hold += [jnp.flip(valid, 0) if rev else valid for rev in reverse]
-        kernels.append([cell_kernels(p) for p in enc_cells])
-    # Inputs of one width (every layer after the first) are projected by one batched matmul:
-    # concatenating per-encoder projections would copy them, and their gradients, once more.
-    widths = sorted({x.shape[-1] for x in xs})
-    gx = []
-    for width in widths:
-        enc = [e for e, x in enumerate(xs) if x.shape[-1] == width]
-        w_i = jnp.stack([k[0] for e in enc for k in kernels[e]])
-        gx.append((enc, _project(jnp.stack([s for e in enc for s in streams[e]]), w_i)))
-    if len(gx) == 1:
-        gx = gx[0][1]
-    else:  # back in encoder order
-        parts = {e: g[i * len(reverse):(i + 1) * len(reverse)] for enc, g in gx
-                 for i, e in enumerate(enc)}
-        gx = jnp.concatenate([parts[e] for e in range(len(xs))])
-    w_h, b = (jnp.stack([k[j] for enc_kernels in kernels for k in enc_kernels]) for j in (1, 2))
-    h = _recurrence(gx, w_h, b, 1.0 - jnp.stack(hold))
-    n_dir = len(reverse)
-    return [[jnp.flip(h[e * n_dir + d], 0) if rev else h[e * n_dir + d]
-             for d, rev in enumerate(reverse)] for e in range(len(xs))]
+    valid = (jnp.arange(x.shape[0])[:, None] < lengths[None, :]).astype(x.dtype)[..., None]
+    # A reversed stream reads the time-reversed frames: its padding comes first and is held at
+    # zero, so it starts from the zero state at each sequence's last valid frame.
+    streams = jnp.stack([jnp.flip(x, 0) if rev else x for rev in reverse])
+    hold = jnp.stack([jnp.flip(valid, 0) if rev else valid for rev in reverse])
+    w_i, w_h, b = (jnp.stack([w[j] for w in weights]) for j in range(3))
+    h = _recurrence(_project(streams, w_i), w_h, b, 1.0 - hold)
+    return [jnp.flip(h[d], 0) if rev else h[d] for d, rev in enumerate(reverse)]
