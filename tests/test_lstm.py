@@ -14,6 +14,8 @@ from emobed_jax.models import cudnn_lstm, fast_lstm, lstm
 GATES = "ifgo"
 LENGTHS = (9, 5, 1, 7)
 IMPLS_ON_CPU = ["scan", "fused", "cudnn_reference"]
+CUDNN_KERNEL = pytest.param("cudnn", marks=pytest.mark.skipif(
+    not cudnn_lstm.available(), reason="needs a GPU with the cuDNN LSTM kernel"))
 
 
 def from_flax_cell(cell: dict) -> dict:
@@ -73,9 +75,14 @@ def _max_diff(a, b):
                for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 
-@pytest.mark.parametrize("impl", IMPLS_ON_CPU)
+@pytest.mark.parametrize("impl", IMPLS_ON_CPU + [CUDNN_KERNEL])
 @pytest.mark.parametrize("bidirectional,num_layers", [(True, 1), (False, 2), (True, 2)])
 def test_equals_flax_rnn_outputs_and_gradients(impl, bidirectional, num_layers, monkeypatch):
+    with jax.default_matmul_precision("highest"):  # no TF32 on a GPU: compare float32 exactly
+        _check_equals_flax(impl, bidirectional, num_layers, monkeypatch)
+
+
+def _check_equals_flax(impl, bidirectional, num_layers, monkeypatch):
     kw = dict(hidden=6, num_layers=num_layers, bidirectional=bidirectional)
     reference = _FlaxStack(**kw)
     stack = _stack(impl, monkeypatch, **kw)

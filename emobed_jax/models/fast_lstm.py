@@ -17,8 +17,8 @@ in the backward scan, a weight-gradient update. Here (`lstm_layer`, `lstm_stream
 Variable lengths: a backward stream reads the time-reversed frames, and its state is held at
 exactly zero over the padded frames (its i and f gates are forced to 0), so it starts from the
 zero state at each sequence's last valid frame, like `nn.RNN(reverse=True, seq_lengths=...)`.
-Outputs at padded frames are zero (flax leaves arbitrary values there; `RecurrentEncoder` zeroes
-them anyway) and padded frames never influence valid ones, nor receive gradient. The parameters
+Outputs at padded frames are zero (flax leaves arbitrary values there; `LSTMStack` returns
+zeros) and padded frames never influence valid ones, nor receive gradient. The parameters
 arrive as `LSTMStack` stores them, per direction (w_input `[D, 4H]`, w_hidden `[H, 4H]`,
 bias `[4H]`) with the gate blocks in (i, f, g, o) order, so no call concatenates them.
 
