@@ -120,7 +120,8 @@ def ccc_rows(x: np.ndarray, y: np.ndarray, keep: np.ndarray) -> np.ndarray:
     padded = [np.zeros(shape, dtype), np.zeros(shape, dtype), np.zeros(shape, bool)]
     for out, values in zip(padded, (x - offset, y - offset, keep)):
         out[:g, :length] = values
-    cpu = jax.devices("cpu")[0]
+    # This process's own CPU device: in a multi-process run device 0 may belong to another.
+    cpu = jax.local_devices(backend="cpu")[0]
     xp, yp, kp = (jax.device_put(a, cpu) for a in padded)
     score, count = _ccc_rows_jit(xp[..., None], yp[..., None], kp)
     score = np.asarray(score, np.float64)[:g, 0]
