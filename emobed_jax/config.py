@@ -54,7 +54,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.encoder = "lstm"
     # LSTM: "auto" (cuDNN on a GPU, else "fused"), "fused" (hand-written VJP, fastest on a CPU),
-    # "cudnn" or "flax" (nn.RNN); all share parameters and results.
+    # "cudnn" or "scan" (the plain lax.scan reference); all share parameters and results.
     c.model.rnn_impl = "auto"
     c.model.hidden = 64
     c.model.num_layers = 2
@@ -114,20 +114,19 @@ def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
 
 
 def _options() -> dict:
-    """Config key -> its valid values, each table defined beside the code that reads the key."""
+    """Config key -> its valid values, each table defined beside the code that reads the key.
+
+    The objective's keys (`method`, `loss.*`) are checked by `objective.validate_config`.
+    """
     from emobed_jax.data import batching, loading
     from emobed_jax.evaluation import evaluators
-    from emobed_jax.losses import agreement, crossmodal, mining, objective, task
     from emobed_jax.models import emobed, lstm, pooling, projector
     from emobed_jax.training import parallel
 
     return {
-        "method": objective.METHODS, "task": evaluators.TASKS, "parallelism": parallel.MODES,
+        "task": evaluators.TASKS, "parallelism": parallel.MODES,
         "model.encoder": emobed.ENCODERS, "model.rnn_impl": lstm.IMPLS,
         "model.pooling": pooling.POOLING, "model.projector_activation": projector.ACTIVATIONS,
-        "loss.regression": task.REGRESSION_LOSSES, "loss.class_weights": task.CLASS_WEIGHTS,
-        "loss.align": crossmodal.ALIGN_LOSSES, "loss.mining": mining.MINING,
-        "loss.direction": crossmodal.DIRECTIONS, "loss.positives": agreement.POSITIVES,
         "data.nonfinite": loading.NONFINITE, "data.missing_auxiliary": batching.MISSING_AUXILIARY,
         "postprocess.bias_scale": tuple(evaluators.BIAS_SCALE),
     }
@@ -168,6 +167,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
     """
     from emobed_jax.losses import objective
 
+    objective.validate_config(config)  # method and loss.*
     for key, valid in _options().items():
         value = _get(config, key)
         if value not in valid:
@@ -208,7 +208,6 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
     delays = dict(config.data.label_delay_s)
     if any(float(d) < 0 for d in delays.values()):
         raise ValueError(f"config.data.label_delay_s={delays}: expected delays >= 0")
-    objective.validate_config(config)
     _check_best_metric(config)
 
 
