@@ -1,12 +1,13 @@
 """Speed of the training step against a plain PyTorch implementation of the same shapes.
 
     python experiments/benchmark.py --shape=recola_blstm|crossmodal [--batch=32 --length=300]
-        [--steps=20] [--rnn_impl=fused,flax] [--devices=N] [--loop_probe=true] --output=FILE.json
+        [--steps=20] [--rnn_impl=fused,scan] [--devices=N] [--loop_probe=true] --output=FILE.json
 
 The shapes and every measured quantity are described in docs/benchmark.md (README "Speed").
 JAX runs the project's own `train_step` under `jit` over a `--devices`-device data mesh (default:
-one XLA host device per CPU core, set before jax is imported); PyTorch runs in a child process
-(`torch_reference.TorchProcess`), their repeats alternating. Preload tcmalloc where installed
+one XLA host device per CPU core, set before jax is imported); PyTorch runs in child processes
+(`torch_reference.TorchProcess`) in two variants: 'torch' computes the project's objective term for
+term, 'torch_plain' a plainer one (no masks, one triplet direction); all repeats alternate. Preload tcmalloc where installed
 (`LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4`); the output says whether it was.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rnn_impl", default="fused",
-                   help="comma-separated model.rnn_impl values: fused, flax, cudnn, auto")
+                   help="comma-separated model.rnn_impl values: fused, scan, cudnn, auto")
     p.add_argument("--devices", type=int, default=0,
                    help="XLA host devices for the data mesh (0: one per CPU core)")
     p.add_argument("--torch", choices=("auto", "false"), default="auto",
@@ -194,13 +195,17 @@ def pipeline_throughput(dims: dict, batch: int, length: int, num_batches: int) -
     return num_batches * batch / (time.perf_counter() - start)
 
 
-def _torch_step(dims, batch, edges, threads):
+# Result name -> torch_reference variant: the project's objective term for term, and a plainer one.
+TORCH_VARIANTS = {"torch": "project", "torch_plain": "plain"}
+
+
+def _torch_step(dims, batch, edges, threads, variant="project"):
     import tempfile
 
     import torch_reference
 
     with tempfile.TemporaryDirectory() as workdir:
-        return torch_reference.TorchProcess(dims, batch, edges, threads, workdir)
+        return torch_reference.TorchProcess(dims, batch, edges, threads, workdir, variant)
 
 
 def measure(args) -> dict:
@@ -222,27 +227,31 @@ def measure(args) -> dict:
     for r in runners.values():
         time_steps(r.step, 2)
     result["jax_peak_rss_mb"] = peak_rss_mb()
-    torch_runner = None
+    edges = runners[impls[0]].edges
+    torch_runners = {}
     if use_torch:
-        torch_runner = _torch_step(dims, batch, runners[impls[0]].edges, threads)
-        result["versions"]["torch"] = torch_runner.ready["torch"]
-        torch_runner.time_steps(2)
+        for name, variant in TORCH_VARIANTS.items():
+            torch_runners[name] = _torch_step(dims, batch, edges, threads, variant)
+            torch_runners[name].time_steps(2)
+        result["versions"]["torch"] = torch_runners["torch"].ready["torch"]
     elif args.torch == "auto":
         print("PyTorch is not installed: skipping the comparison "
               "(pip install torch==2.13.0 to compare).")
-    per = {name: [] for name in list(runners) + (["torch"] if torch_runner else [])}
+    per = {name: [] for name in list(runners) + list(torch_runners)}
     busy = []
     for _ in range(args.repeats):  # interleaved, so machine load hits every runner alike
         for name in per:
             if args.wait_idle > 0:
                 wait_until_idle(args.wait_idle)
             with BusyMeter() as meter:
-                if name == "torch":  # the child's own per-step times
+                if name in torch_runners:  # the child's own per-step times
                     if args.torch_fresh == "true" and per[name]:
-                        torch_runner.close()
-                        torch_runner = _torch_step(dims, batch, runners[impls[0]].edges, threads)
-                        torch_runner.time_steps(2)
-                    times, meter.exclude = torch_runner.time_steps(args.steps, with_cpu=True)
+                        torch_runners[name].close()
+                        torch_runners[name] = _torch_step(dims, batch, edges, threads,
+                                                          TORCH_VARIANTS[name])
+                        torch_runners[name].time_steps(2)
+                    times, meter.exclude = torch_runners[name].time_steps(args.steps,
+                                                                          with_cpu=True)
                     per[name].append(_median(times))
                 else:
                     per[name].append(_median(time_steps(runners[name].step, args.steps)))
@@ -254,19 +263,21 @@ def measure(args) -> dict:
         result["jax"][name] = {"step_ms": ms, "step_ms_repeats": [1000 * v for v in per[name]],
                                "steps_per_s": 1000 / ms, "frames_per_s": frames * 1000 / ms,
                                "compile_s": r.compile_s, "final_loss": float(r.loss)}
-    result["torch"] = None
-    if torch_runner:
-        ms = 1000 * _median(per["torch"])
-        best = 1000 * min(per["torch"])
-        result["torch"] = {"step_ms": ms, "step_ms_repeats": [1000 * v for v in per["torch"]],
-                           "best_step_ms": best, "fresh_process_per_repeat":
-                               args.torch_fresh == "true",
-                           "steps_per_s": 1000 / ms, "frames_per_s": frames * 1000 / ms,
-                           "threads": threads}
-        result["speedup_vs_torch"] = {n: ms / v["step_ms"] for n, v in result["jax"].items()}
+    for name in TORCH_VARIANTS:
+        result[name] = None
+        if name not in torch_runners:
+            continue
+        ms = 1000 * _median(per[name])
+        best = 1000 * min(per[name])
+        result[name] = {"step_ms": ms, "step_ms_repeats": [1000 * v for v in per[name]],
+                        "best_step_ms": best, "fresh_process_per_repeat":
+                            args.torch_fresh == "true", "variant": TORCH_VARIANTS[name],
+                        "steps_per_s": 1000 / ms, "frames_per_s": frames * 1000 / ms,
+                        "threads": threads}
+        result[f"speedup_vs_{name}"] = {n: ms / v["step_ms"] for n, v in result["jax"].items()}
         # Against PyTorch's fastest repeat: the conservative comparison.
-        result["speedup_vs_torch_best"] = {n: best / v["step_ms"]
-                                           for n, v in result["jax"].items()}
+        result[f"speedup_vs_{name}_best"] = {n: best / v["step_ms"]
+                                             for n, v in result["jax"].items()}
     result["other_cores_busy"] = {"median": _median(busy), "max": max(busy)}
     first = runners[impls[0]]
     step_s = result["jax"][impls[0]]["step_ms"] / 1000
@@ -274,8 +285,8 @@ def measure(args) -> dict:
     result["pipeline"] = {"examples_per_s": pipe, "step_examples_per_s": args.batch / step_s,
                           "ratio": pipe * step_s / args.batch}
     result["eval"] = {"jax_frames_per_s": frames / first.predict_time()}
-    if torch_runner:
-        result["eval"]["torch_frames_per_s"] = frames / torch_runner.predict_time()
+    if torch_runners:
+        result["eval"]["torch_frames_per_s"] = frames / torch_runners["torch"].predict_time()
     result["scaling"] = []
     if args.scaling == "true":
         result["scaling"] = scaling(args, dims, impls[0], threads, result)
@@ -285,9 +296,9 @@ def measure(args) -> dict:
             len(dims), args.batch, args.length, jax.device_count(),
             median_seconds=lambda call: _median(time_steps(call, 11)[1:]))  # 1st: compile
     result["peak_rss_mb"] = peak_rss_mb()
-    if torch_runner:
-        result["torch"]["peak_rss_mb"] = torch_runner.peak_rss_mb()
-        torch_runner.close()
+    for name, runner in torch_runners.items():
+        result[name]["peak_rss_mb"] = runner.peak_rss_mb()
+        runner.close()
     return result
 
 
@@ -329,11 +340,20 @@ def format_table(result: dict) -> str:
     rows = [("jax-" + n, r, r["compile_s"], result.get("speedup_vs_torch", {}).get(n),
              result.get("speedup_vs_torch_best", {}).get(n)) for n, r in result["jax"].items()]
     rows += [("torch", result["torch"], None, 1.0, None)] if result["torch"] else []
+    if result.get("torch_plain"):
+        plain = result["torch_plain"]
+        rows.append(("torch-plain", plain, None, result["torch"]["step_ms"] / plain["step_ms"],
+                     None))
     for name, r, compile_s, speed, best in rows:
         lines.append(f"{name:<16}{r['step_ms']:>10.1f}{r['steps_per_s']:>10.2f}"
                      f"{r['frames_per_s']:>12.0f}{(f'{compile_s:.2f}' if compile_s else '-'):>11}"
                      f"{(f'{speed:.2f}x' if speed else '-'):>10}"
                      f"{(f'{best:.2f}x' if best else '-'):>9}")
+    if result.get("torch_plain"):
+        lines.append("vs torch-plain (its median / fastest): " + ", ".join(
+            f"jax-{n} {v:.2f}x / {result['speedup_vs_torch_plain_best'][n]:.2f}x"
+            for n, v in result["speedup_vs_torch_plain"].items()) + "; torch-plain repeats: " +
+            " ".join(f"{v:.1f}" for v in result["torch_plain"]["step_ms_repeats"]))
     if result["torch"]:
         lines.append("torch repeats (ms/step): " + " ".join(
             f"{v:.1f}" for v in result["torch"]["step_ms_repeats"]) + "; 'vs best' compares "

@@ -5,6 +5,14 @@ benchmark skips the comparison when it is not. The model and losses mirror the J
 `recola_blstm` and `crossmodal` shapes of the benchmark) with the idioms a PyTorch user would write:
 `nn.LSTM(bidirectional=True, batch_first=True)` on the padded batch, `nn.Linear` layers, CCC loss
 over all valid frames, batch-hard triplet loss on subsampled frames, `torch.optim.Adam`.
+
+Two variants (`VARIANTS`):
+  * 'project': the project's objective term for term: padded frames zeroed after every LSTM layer,
+    masked CCC, the triplet term in both directions (target->aux and aux->target) on 256 valid
+    frames;
+  * 'plain': what a plainer implementation writes: no masks at all (every frame valid), the
+    triplet term in one direction (target->aux) on 256 random frames. It does less work than the
+    project's objective asks for, so it is the harder comparison.
 """
 from __future__ import annotations
 
@@ -12,6 +20,9 @@ import time
 from typing import Mapping
 
 import numpy as np
+
+
+VARIANTS = ("project", "plain")
 
 
 def available() -> bool:
@@ -38,7 +49,8 @@ def _modules():
 
         def forward(self, x, mask):
             for layer in self.layers:
-                x = layer(x)[0] * mask
+                x = layer(x)[0]
+                x = x if mask is None else x * mask
             return x
 
     class Model(nn.Module):
@@ -99,12 +111,18 @@ class TorchStep:
       hidden, num_layers, embedding_dim, head_hidden: model sizes.
       align_frames, margin, w_aux, w_align: the crossmodal terms.
       threads: torch intra-op threads (None: torch's default).
+      seed: torch's seed.
+      variant: one of `VARIANTS`.
     """
 
     def __init__(self, dims: Mapping[str, int], batch: dict, bin_edges=None, hidden: int = 64,
                  num_layers: int = 2, embedding_dim: int = 64, head_hidden: int = 32,
                  align_frames: int = 256, margin: float = 0.2, w_aux: float = 1.0,
-                 w_align: float = 1.0, threads: int | None = None, seed: int = 0):
+                 w_align: float = 1.0, threads: int | None = None, seed: int = 0,
+                 variant: str = "project"):
+        if variant not in VARIANTS:
+            raise ValueError(f"variant={variant!r}: expected one of {list(VARIANTS)}")
+        self.plain = variant == "plain"
         torch, Model = _modules()
         self.torch = torch
         if threads:
@@ -118,6 +136,9 @@ class TorchStep:
         self.mask = torch.from_numpy(np.asarray(batch["masks"][self.modalities[0]]))[..., None]
         self.targets = torch.from_numpy(np.asarray(batch["targets"]))
         self.target_mask = torch.from_numpy(np.asarray(batch["target_mask"]))
+        if self.plain:  # every frame valid: no mask multiplications anywhere
+            self.mask = None
+            self.target_mask = torch.ones_like(self.target_mask)
         self.edges = None if bin_edges is None else [
             torch.from_numpy(np.ascontiguousarray(e, np.float32)) for e in np.asarray(bin_edges)]
         self.align_frames, self.margin = align_frames, margin
@@ -149,7 +170,8 @@ class TorchStep:
             terms = []
             for aux in self.modalities[1:]:
                 terms.append(triplet_loss(torch, rows[target], rows[aux], bins, self.margin))
-                terms.append(triplet_loss(torch, rows[aux], rows[target], bins, self.margin))
+                if not self.plain:
+                    terms.append(triplet_loss(torch, rows[aux], rows[target], bins, self.margin))
             total = total + self.w_align * torch.stack(terms).mean()
         return total
 
@@ -193,11 +215,12 @@ class TorchProcess:
     them in turn.
 
     Args:
-      dims, batch, bin_edges, threads: as for `TorchStep`.
+      dims, batch, bin_edges, threads, variant: as for `TorchStep`.
       workdir: a directory for the batch file handed to the child.
     """
 
-    def __init__(self, dims: Mapping[str, int], batch: dict, bin_edges, threads: int, workdir: str):
+    def __init__(self, dims: Mapping[str, int], batch: dict, bin_edges, threads: int, workdir: str,
+                 variant: str = "project"):
         import json
         import os
         import subprocess
@@ -210,7 +233,8 @@ class TorchProcess:
         if bin_edges is not None:
             arrays["bin_edges"] = np.asarray(bin_edges, np.float32)
         np.savez(path, **arrays)
-        spec = json.dumps({"dims": dict(dims), "threads": threads, "batch": path})
+        spec = json.dumps({"dims": dict(dims), "threads": threads, "batch": path,
+                           "variant": variant})
         self._proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), spec],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._json = json
@@ -254,7 +278,8 @@ def _serve(spec: str) -> None:
              "masks": {m: data["mask"] for m in dims}, "targets": data["targets"],
              "target_mask": data["target_mask"]}
     edges = data["bin_edges"] if "bin_edges" in data.files else None
-    step = TorchStep(dims, batch, bin_edges=edges, threads=spec["threads"])
+    step = TorchStep(dims, batch, bin_edges=edges, threads=spec["threads"],
+                     variant=spec["variant"])
     for line in sys.stdin:
         cmd = line.split()
         if cmd[0] == "exit":
