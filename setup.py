@@ -25,7 +25,7 @@ INSTALL_REQUIRES = [
 
 setup(
     name="emobed_jax",
-    version="0.1.0",
+    version="0.2.0",
     description="EmoBed: crossmodal emotion embeddings in JAX/Flax (Han et al., IEEE TAC 2021)",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

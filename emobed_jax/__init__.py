@@ -6,4 +6,4 @@ during training, through a shared recognition network (joint training) and a cro
 embedding-alignment loss (crossmodal training).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
