@@ -16,12 +16,12 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 from typing import Mapping, Sequence
 
 import numpy as np
 import scipy.stats
 
+from emobed_jax import atomic
 from emobed_jax.evaluation import metrics
 
 __all__ = ["PREDICTION_COLUMNS", "read_official_order", "write_predictions_csv", "official_ccc"]
@@ -125,17 +125,10 @@ def write_predictions_csv(path: str | os.PathLike, official_csv: str | os.PathLi
                          "" if category is None else str(category), str(has_media)])
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".predictions.", suffix=".csv.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(PREDICTION_COLUMNS)
-            writer.writerows(out_rows)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic.atomic_write(path, newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(PREDICTION_COLUMNS)
+        writer.writerows(out_rows)
     return {"rows": len(order), "predicted": predicted, "filled": len(order) - predicted}
 
 
