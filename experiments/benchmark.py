@@ -228,12 +228,21 @@ def measure(args) -> dict:
         time_steps(r.step, 2)
     result["jax_peak_rss_mb"] = peak_rss_mb()
     edges = runners[impls[0]].edges
-    torch_runners = {}
-    if use_torch:
-        for name, variant in TORCH_VARIANTS.items():
-            torch_runners[name] = _torch_step(dims, batch, edges, threads, variant)
+    torch_runners = {}  # one PyTorch child alive at a time: an idle one's threads may spin
+
+    def torch_runner(name):
+        for other in [n for n, r in torch_runners.items() if n != name and r is not None]:
+            torch_runners[other].close()
+            torch_runners[other] = None
+        if torch_runners.get(name) is None:
+            torch_runners[name] = _torch_step(dims, batch, edges, threads, TORCH_VARIANTS[name])
             torch_runners[name].time_steps(2)
-        result["versions"]["torch"] = torch_runners["torch"].ready["torch"]
+        return torch_runners[name]
+
+    if use_torch:
+        for name in TORCH_VARIANTS:
+            torch_runners[name] = None
+        result["versions"]["torch"] = torch_runner("torch").ready["torch"]
     elif args.torch == "auto":
         print("PyTorch is not installed: skipping the comparison "
               "(pip install torch==2.13.0 to compare).")
@@ -245,13 +254,11 @@ def measure(args) -> dict:
                 wait_until_idle(args.wait_idle)
             with BusyMeter() as meter:
                 if name in torch_runners:  # the child's own per-step times
-                    if args.torch_fresh == "true" and per[name]:
+                    if args.torch_fresh == "true" and per[name] and torch_runners[name]:
                         torch_runners[name].close()
-                        torch_runners[name] = _torch_step(dims, batch, edges, threads,
-                                                          TORCH_VARIANTS[name])
-                        torch_runners[name].time_steps(2)
-                    times, meter.exclude = torch_runners[name].time_steps(args.steps,
-                                                                          with_cpu=True)
+                        torch_runners[name] = None
+                    times, meter.exclude = torch_runner(name).time_steps(args.steps,
+                                                                         with_cpu=True)
                     per[name].append(_median(times))
                 else:
                     per[name].append(_median(time_steps(runners[name].step, args.steps)))
@@ -286,7 +293,7 @@ def measure(args) -> dict:
                           "ratio": pipe * step_s / args.batch}
     result["eval"] = {"jax_frames_per_s": frames / first.predict_time()}
     if torch_runners:
-        result["eval"]["torch_frames_per_s"] = frames / torch_runners["torch"].predict_time()
+        result["eval"]["torch_frames_per_s"] = frames / torch_runner("torch").predict_time()
     result["scaling"] = []
     if args.scaling == "true":
         result["scaling"] = scaling(args, dims, impls[0], threads, result)
@@ -296,9 +303,11 @@ def measure(args) -> dict:
             len(dims), args.batch, args.length, jax.device_count(),
             median_seconds=lambda call: _median(time_steps(call, 11)[1:]))  # 1st: compile
     result["peak_rss_mb"] = peak_rss_mb()
-    for name, runner in torch_runners.items():
-        result[name]["peak_rss_mb"] = runner.peak_rss_mb()
-        runner.close()
+    for name in list(torch_runners):
+        result[name]["peak_rss_mb"] = torch_runner(name).peak_rss_mb()
+    for runner in torch_runners.values():
+        if runner is not None:
+            runner.close()
     return result
 
 
