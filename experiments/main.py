@@ -2,12 +2,17 @@
 
 Flags:
   --config            an ml_collections config file (optionally `file.py:ARG`); override any
-                      key with `--config.KEY=VALUE` (unknown keys are rejected).
+                      key with `--config.KEY=VALUE` (unknown keys are rejected). Required for
+                      training; in eval mode the run's stored config is used, and a passed one
+                      may only change evaluation settings (splits, eval batch size,
+                      post-processing, data locations).
   --workdir           output directory (checkpoints, TensorBoard events, results.json).
   --mode              train (default) or eval (restores the best checkpoint, or
                       --checkpoint_step, and evaluates the target modality alone).
   --eval_splits       eval mode: comma-separated splits (default: config.eval_splits present).
   --checkpoint_step   eval mode: a step kept in checkpoints/latest instead of the best one.
+  --output_dir        eval mode: where to write metrics, predictions and plots (default: the
+                      workdir; use it for a read-only workdir).
   --coordinator_address, --num_processes, --process_id
                       multi-process runs (jax.distributed); see README "Several processes".
   --distributed       initialise jax.distributed with the cluster's own settings (Cloud TPU
@@ -28,13 +33,14 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train or evaluate a checkpoint.")
 _EVAL_SPLITS = flags.DEFINE_list("eval_splits", None, "Eval mode: splits to evaluate.")
 _CHECKPOINT_STEP = flags.DEFINE_integer("checkpoint_step", None, "Eval mode: checkpoint step.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Eval mode: output directory.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0 for jax.distributed.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a distributed run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Initialise jax.distributed from the cluster environment.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
@@ -68,6 +74,8 @@ def _run():
     logging.getLogger("absl").setLevel(logging.WARNING)
     logging.getLogger("emobed_jax").setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
     config = _CONFIG.value
+    if _MODE.value == "train" and config is None:
+        raise ValueError("--config is required for --mode=train (e.g. --config=configs/synthetic.py)")
     if _MODE.value == "train":
         if config.num_seeds > 1:
             from emobed_jax.training import replicas
@@ -84,7 +92,12 @@ def _run():
             summary = results["metrics"]
     else:
         summary = train.evaluate_checkpoint(config, _WORKDIR.value, _EVAL_SPLITS.value,
-                                            _CHECKPOINT_STEP.value)
+                                            _CHECKPOINT_STEP.value, output_dir=_OUTPUT_DIR.value)
+        if jax.process_index() == 0:
+            step = next(iter(summary.values()))["step"] if summary else None
+            print(f"evaluated step {step} of {_WORKDIR.value}; wrote eval_<split>.json, "
+                  f"predictions_<split>.csv and plots to {_OUTPUT_DIR.value or _WORKDIR.value}",
+                  flush=True)
     if jax.process_index() == 0:
         for split, values in summary.items():
             shown = {k: round(v, 4) for k, v in values.items() if isinstance(v, float)}

@@ -58,6 +58,7 @@ class DatasetInfo:
     splits: tuple
     metadata: dict
     conventions: conventions_lib.Conventions = conventions_lib.Conventions()
+    feature_settings: dict = dataclasses.field(default_factory=dict)
 
 
 def _decode(value):
@@ -145,7 +146,10 @@ def dataset_info(builder, config) -> DatasetInfo:
     return DatasetInfo(name=builder.name, level=level, modalities=tuple(config.modalities),
                        feature_dims=dims, class_names=class_names,
                        splits=tuple(builder.info.splits.keys()), metadata=metadata,
-                       conventions=conventions_lib.of_builder(builder))
+                       conventions=conventions_lib.of_builder(builder),
+                       feature_settings={m: s for m, s in
+                                         conventions_lib.feature_settings(builder).items()
+                                         if m in config.modalities})
 
 
 def read_split(builder, split: str, modalities, nonfinite: str = "mask") -> SplitData:

@@ -48,11 +48,13 @@ class Data:
         return np.stack(train.data.regression)
 
 
-def load(config) -> Data:
+def load(config, stats: dict | None = None) -> Data:
     """Prepares (if needed) and reads the dataset `config.data` names.
 
     Args:
       config: a validated experiment config.
+      stats: normalisation statistics to use instead of the training split's (a stored run's,
+        so that it is evaluated exactly as trained).
 
     Returns:
       The `Data`.
@@ -67,11 +69,12 @@ def load(config) -> Data:
     for name, split in raw.items():
         if not len(split):
             raise ValueError(f"dataset {info.name!r} split {name!r} has no example")
-    stats = None
     if config.data.normalize:
-        stats = loading.feature_statistics(raw["train"])
+        stats = stats or loading.feature_statistics(raw["train"])
         for split in raw.values():
             loading.normalize(split, stats)
+    else:
+        stats = None
     splits = {s: batching.prepare_examples(d, info.level, config.task, info.modalities, delays)
               for s, d in raw.items()}
     log.info("dataset %s: level=%s modalities=%s dims=%s splits=%s", info.name, info.level,

@@ -25,6 +25,15 @@ class Conventions:
     frame_rate_hz: float = 25.0
 
 
+def feature_settings(builder) -> dict:
+    """How each modality's features are made from raw media, as the builder declares it
+    (`builder.feature_settings()`): modality -> JSON-able dict with a `kind` ('log_mel' with its
+    `LogMelConfig` fields, 'egemaps', 'arff', 'openface_csv', 'npy', 'synthetic'). Stored in a
+    run directory, so a trained model can turn new media into its input without the dataset."""
+    method = getattr(builder, "feature_settings", None)
+    return dict(method()) if callable(method) else {}
+
+
 def of_builder(builder) -> Conventions:
     """The conventions a builder declares (`CONVENTIONS` on its class), or the defaults."""
     conventions = getattr(type(builder), "CONVENTIONS", None)

@@ -286,6 +286,14 @@ class OmgEmotion(tfds.core.GeneratorBasedBuilder):
   year={2018}}""",
         )
 
+    def feature_settings(self) -> dict:
+        """Audio: log-mel of the utterance's wav; video: OpenFace 2.x CSV columns or .npy arrays."""
+        cfg = self.builder_config
+        video = ({"kind": "openface_csv", "groups": list(cfg.openface_groups)}
+                 if cfg.visual_source == "openface" else {"kind": "npy", "dim": cfg.visual_dim})
+        return {"audio": {"kind": "log_mel", **dataclasses.asdict(cfg.audio_features)},
+                "video": video}
+
     def _media_paths(self, manual_dir: str, row: OmgRow) -> dict[str, str]:
         """Where the row's audio and visual files must be (they may not exist)."""
         folder, ext = _VISUAL_LAYOUT[self.builder_config.visual_source]

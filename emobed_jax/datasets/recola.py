@@ -373,6 +373,17 @@ class Recola(tfds.core.GeneratorBasedBuilder):
             citation="Valstar et al., AVEC 2016: Depression, Mood, and Emotion Recognition Workshop and "
                      "Challenge, ACM AVEC 2016.")
 
+    def feature_settings(self) -> dict:
+        """Audio as the builder config makes it (log-mel from the wavs, eGeMAPS low-level
+        descriptors through opensmile, or the AVEC functionals ARFFs); every other stream is read
+        from the AVEC feature ARFFs."""
+        cfg = self.builder_config
+        audio = {"logmel": {"kind": "log_mel", **dataclasses.asdict(cfg.logmel)},
+                 "egemaps": {"kind": "egemaps", "frame_hop_s": FRAME_HOP_S},
+                 "functionals": {"kind": "arff"}}[cfg.audio]
+        streams = (self.info.metadata or {}).get("modalities") or ["audio"]
+        return {m: audio if m == "audio" else {"kind": "arff"} for m in streams}
+
     def _download_and_prepare(self, dl_manager, download_config):
         try:
             manual_dir = dl_manager.manual_dir

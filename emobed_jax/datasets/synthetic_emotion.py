@@ -288,6 +288,11 @@ class SyntheticEmotion(tfds.core.GeneratorBasedBuilder):
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
 
+    def feature_settings(self) -> dict:
+        """Audio: log-mel of the 16 kHz waveform; video: generated features (no extractor)."""
+        return {"audio": {"kind": "log_mel", **dataclasses.asdict(self.builder_config.audio_features)},
+                "video": {"kind": "synthetic"}}
+
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config
         return tfds.core.DatasetInfo(

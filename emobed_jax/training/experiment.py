@@ -121,19 +121,20 @@ class Experiment:
         return self.par.compile_predict(fn)
 
 
-def build(config, devices=None) -> Experiment:
+def build(config, devices=None, stats: dict | None = None) -> Experiment:
     """Validates the config, prepares the dataset, builds the model and places it.
 
     Args:
       config: experiment config.
       devices: devices for the mesh (default: all).
+      stats: normalisation statistics to use (a stored run's) instead of the training split's.
 
     Returns:
       An `Experiment`.
     """
     mesh = parallel.make_mesh(devices)
     config_lib.validate_config(config, num_devices=mesh.devices.size)
-    data = pipeline.load(config)
+    data = pipeline.load(config, stats)
     config_lib.validate_against_dataset(config, data.info)
     train_targets = data.train_targets() if config.task != "category" else None
     model, obj = model_and_objective(config, data.info, data.class_counts(), train_targets)

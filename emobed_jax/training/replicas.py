@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import tqdm
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from emobed_jax import atomic
+from emobed_jax import atomic, run_dir
 from emobed_jax.evaluation import evaluators
 from emobed_jax.training import experiment, loop, parallel, state as ts
 
@@ -70,6 +70,7 @@ def train_replicas(config, workdir: str, devices=None) -> dict:
         raise ValueError("config.num_seeds > 1 runs in a single process; use one process per seed")
     os.makedirs(workdir, exist_ok=True)
     exp = experiment.build(config, devices)
+    run_dir.write(workdir, config, exp.data)
     seeds = [config.seed + k for k in range(config.num_seeds)]
     states, keys = init_replicas(exp, seeds)
     states, keys = exp.par.put_state(states), exp.par.put_state(keys)

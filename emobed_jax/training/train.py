@@ -16,7 +16,7 @@ import time
 import jax
 import tqdm
 
-from emobed_jax import atomic
+from emobed_jax import atomic, run_dir
 from emobed_jax.evaluation import artifacts, evaluators
 from emobed_jax.training import checkpoints, experiment, loop, parallel, preemption
 
@@ -84,7 +84,12 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
       The results dict also written to `workdir/results.json`.
     """
     _check_workdir(workdir)
+    if os.path.exists(os.path.join(workdir, run_dir.RUN_FILE)):
+        # Resuming: the run must go on as it started (same model, data and target).
+        run_dir.check_overrides(run_dir.read(workdir)["config"], config)
     exp = experiment.build(config, devices)
+    if _is_main():
+        run_dir.write(workdir, config, exp.data)
     state, train_rng = exp.init_state()
     latest = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "latest"), max_to_keep=1)
     best = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "best"), max_to_keep=1)
@@ -164,43 +169,66 @@ def _final_results(exp, best, state, config_dict, step, best_step, workdir):
 
 
 def evaluate_checkpoint(config, workdir: str, splits=None, checkpoint_step=None, devices=None,
-                        plots: bool = True) -> dict:
-    """Restores the best checkpoint (or `checkpoint_step` of `latest`) and evaluates monomodally.
+                        plots: bool = True, output_dir: str | None = None) -> dict:
+    """Restores the best checkpoint (or `checkpoint_step` of `latest`) and evaluates monomodally,
+    exactly as the run was trained: the config, the dataset description and the normalisation
+    statistics come from the workdir (`run_dir`).
 
-    Writes `workdir/eval_<split>.json`, `workdir/predictions_<split>.csv` and (with `plots`)
-    `plot_predictions_<split>.png` / `plot_confusion_<split>.png` and `plot_embeddings_<split>.png`.
+    Writes `eval_<split>.json`, `predictions_<split>.csv` and (with `plots`)
+    `plot_predictions_<split>.png` / `plot_confusion_<split>.png` and `plot_embeddings_<split>.png`
+    into `output_dir` (default: the workdir).
 
     Args:
-      config: the config the run was trained with.
+      config: None to evaluate the run as trained, or a config whose evaluation-only settings
+        (`run_dir.EVAL_ONLY`) override the stored ones; any other difference is refused.
       workdir: the training workdir.
       splits: splits to evaluate (default: `config.eval_splits` that exist).
       checkpoint_step: a step kept in `checkpoints/latest`, or None for the best checkpoint.
       devices: devices to use.
       plots: write the PNGs.
+      output_dir: where to write (e.g. for a read-only workdir).
 
     Returns:
-      split -> metrics.
+      split -> metrics (with `step`, the restored step).
     """
-    exp = experiment.build(config, devices)
-    state, _ = exp.init_state()
+    stored = run_dir.read(workdir)
+    config = run_dir.check_overrides(stored["config"], config)
     name = "best" if checkpoint_step is None else "latest"
-    ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", name))
+    directory = os.path.join(workdir, "checkpoints", name)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no checkpoint in {directory}; train first with --mode=train")
+    exp = experiment.build(config, devices, stats=stored["stats"])
+    described = run_dir.dataset_record(exp.info, exp.delays, config)
+    changed = sorted(k for k, v in stored["dataset"].items() if described.get(k) != v)
+    if changed:
+        raise ValueError(f"the dataset read now differs from the one {workdir} was trained on in "
+                         f"{changed} (now {[described[k] for k in changed]}, trained "
+                         f"{[stored['dataset'][k] for k in changed]}); check config.data")
+    state, _ = exp.init_state()
+    ckpt = checkpoints.Checkpointer(directory)
     if ckpt.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {ckpt.directory}; train first with --mode=train")
     state, _ = ckpt.restore(state, checkpoint_step)
+    ckpt.close()
+    step = int(jax.device_get(state.step))
+    out_dir = output_dir or workdir
+    if _is_main():
+        os.makedirs(out_dir, exist_ok=True)
+        log.info("evaluating the %s checkpoint of %s (step %d); writing to %s", name, workdir,
+                 step, out_dir)
     predict_fn = exp.compile_predict()
     out = {}
     for split in splits or exp.eval_split_names:
         if split not in exp.splits:
             raise ValueError(f"split {split!r} does not exist; expected one of {sorted(exp.splits)}")
         result, preds, target_emb = evaluators.evaluate_split(exp, state.params, predict_fn, split)
-        result["step"] = int(jax.device_get(state.step))
+        result["step"] = step
         out[split] = result
         if not _is_main():
             continue
-        atomic.write_json(os.path.join(workdir, f"eval_{split}.json"), result)
+        atomic.write_json(os.path.join(out_dir, f"eval_{split}.json"), result)
         artifacts.export_predictions(exp, split, preds,
-                                          os.path.join(workdir, f"predictions_{split}.csv"))
+                                     os.path.join(out_dir, f"predictions_{split}.csv"))
         if plots:
             # The embedding map shows every modality the model has, each encoded on its own.
             embeddings = {config.target_modality: target_emb}
@@ -208,6 +236,5 @@ def evaluate_checkpoint(config, workdir: str, splits=None, checkpoint_step=None,
                 if m != config.target_modality:
                     embeddings[m] = evaluators.predict_split(
                         exp, state.params, exp.compile_predict(m), split, m)[1]
-            artifacts.write_plots(exp, split, result, preds, embeddings, workdir)
-    ckpt.close()
+            artifacts.write_plots(exp, split, result, preds, embeddings, out_dir)
     return out

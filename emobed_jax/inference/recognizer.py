@@ -1,0 +1,172 @@
+"""`Recognizer`: a trained run, loaded from its workdir alone, applied to new media.
+
+    rec = Recognizer.from_workdir("runs/emobed_audio")
+    out = rec.predict(waveform, sample_rate)      # raw audio (log-mel models)
+    out = rec.predict_features(features)          # [T, D] features of the target modality
+
+Everything comes from the run directory (`run_dir`): the config, the dataset description (label
+names, classes, frame rate, label delays), the feature-extraction settings and the training
+normalisation statistics; the parameters come from the best (or a chosen) checkpoint. No dataset
+and no `manual_dir` are read. Inference is monomodal: target encoder -> projector -> shared head,
+exactly as `--mode=eval` runs it, and frame-level outputs are mapped onto the label time line
+with the label delay undone as evaluation does (`data.delay.unshift_predictions`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from emobed_jax import run_dir
+from emobed_jax.data import delay, loading
+from emobed_jax.datasets import conventions
+from emobed_jax.features import audio as audio_lib
+
+
+class RecognizerError(ValueError):
+    """A workdir, checkpoint or input the recogniser cannot use (the message says why)."""
+
+
+@dataclasses.dataclass
+class Prediction:
+    """A recording's predictions.
+
+    Attributes:
+      outputs: frame level `[T, K]` label-time values (K = `label_names`) at `frame_rate_hz`;
+        utterance level `[K]` values, or class logits `[C]` for the category task.
+      embeddings: the shared-embedding vectors (`[T, E]` or `[E]`), on the model's time line.
+      probabilities: category task: softmax of the logits, else None.
+    """
+
+    outputs: np.ndarray
+    embeddings: np.ndarray
+    probabilities: np.ndarray | None = None
+
+
+def dataset_info(record: dict) -> loading.DatasetInfo:
+    """The `DatasetInfo` a stored run's model was built for, from `run.json` alone."""
+    d = record["dataset"]
+    return loading.DatasetInfo(
+        name=d["name"], level=d["level"], modalities=tuple(d["modalities"]),
+        feature_dims=dict(d["feature_dims"]),
+        class_names=None if d["class_names"] is None else tuple(d["class_names"]),
+        splits=(), metadata={},
+        conventions=conventions.Conventions(group_key=d["group_key"],
+                                            frame_rate_hz=d["frame_rate_hz"]),
+        feature_settings=dict(record.get("feature_settings") or {}))
+
+
+class Recognizer:
+    """A trained model of a run directory, ready to predict from its target modality.
+
+    Build it with `from_workdir`. Attributes: `config`, `info` (`loading.DatasetInfo`),
+    `target` (the inference modality), `level`, `task`, `label_names`, `class_names`,
+    `frame_rate_hz`, `delays` (label delay in frames per dimension), `feature_settings` (how the
+    target's features are made from raw media), `step` (the restored checkpoint step),
+    `model`, `params`.
+    """
+
+    def __init__(self, record: dict, model, params, step: int):
+        self.record = record
+        self.config = record["config"]
+        self.info = dataset_info(record)
+        self.target = self.config.target_modality
+        self.level, self.task = self.info.level, self.config.task
+        self.label_names = tuple(record["dataset"]["label_names"])
+        self.class_names = self.info.class_names
+        self.frame_rate_hz = float(record["dataset"]["frame_rate_hz"])
+        self.delays = np.asarray(record["dataset"]["label_delay_frames"], int)
+        self.feature_settings = dict(self.info.feature_settings.get(self.target) or {})
+        self.input_dim = int(self.info.feature_dims[self.target])
+        stats = record["stats"]
+        self.mean, self.std = (stats[self.target] if stats else (None, None))
+        self.model, self.params, self.step = model, params, step
+        self._apply = jax.jit(self._forward)
+
+    @classmethod
+    def from_workdir(cls, workdir: str, checkpoint: str = "best", step: int | None = None):
+        """Loads a run directory.
+
+        Args:
+          workdir: a training workdir (`run.json`, `normalization.npz`, `checkpoints/`).
+          checkpoint: 'best' or 'latest'.
+          step: a step kept under that checkpoint kind (default: its newest).
+
+        Raises:
+          RecognizerError: naming what is missing or unusable.
+        """
+        from emobed_jax.training import checkpoints, experiment
+
+        try:
+            record = run_dir.read(workdir)
+        except run_dir.RunDirError as e:
+            raise RecognizerError(str(e)) from None
+        directory = os.path.join(workdir, "checkpoints", checkpoint)
+        if not os.path.isdir(directory):
+            raise RecognizerError(f"{directory} does not exist: the run has no {checkpoint!r} "
+                                  f"checkpoint yet (train with experiments/main.py)")
+        ckpt = checkpoints.Checkpointer(directory)
+        try:
+            step = ckpt.latest_step() if step is None else step
+            if step is None:
+                raise RecognizerError(f"{directory} holds no checkpoint")
+            params = ckpt.restore_arrays(step)["params"]
+        finally:
+            ckpt.close()
+        model, _ = experiment.model_and_objective(record["config"], dataset_info(record))
+        return cls(record, model, params, int(step))
+
+    def _forward(self, params, features, lengths):
+        m = self.target
+        mask = (jnp.arange(features.shape[1])[None] < lengths[:, None]).astype(jnp.float32)
+        emb, out = self.model.apply({"params": params}, {m: features}, {m: lengths}, {m: mask},
+                                    train=False)
+        return emb[m], out[m]
+
+    def normalize(self, features: np.ndarray) -> np.ndarray:
+        """Standardises `[T, D]` features with the training statistics (as training did);
+        non-finite frames become 0, as `data.nonfinite='mask'` makes them."""
+        x = np.asarray(features, np.float32)
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise RecognizerError(f"features of shape {x.shape}: expected [frames, "
+                                  f"{self.input_dim}] for modality {self.target!r}")
+        finite = np.all(np.isfinite(x), axis=1, keepdims=True)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return np.where(finite, x, 0.0).astype(np.float32)
+
+    def predict_features(self, features: np.ndarray) -> Prediction:
+        """Predicts from `[T, D]` (unnormalised) target-modality features on the label grid."""
+        x = self.normalize(features)
+        if len(x) == 0:
+            raise RecognizerError(f"no frame of {self.target!r} features to predict from")
+        emb, out = self._apply(self.params, x[None], np.asarray([len(x)], np.int32))
+        emb, out = np.asarray(emb[0], np.float64), np.asarray(out[0], np.float64)
+        if self.task == "category":
+            p = np.exp(out - out.max())
+            return Prediction(out, emb, p / p.sum())
+        if self.level == "frame":
+            out = delay.unshift_predictions(out, self.delays)
+        return Prediction(out, emb)
+
+    def features_from_waveform(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
+        """The target modality's features of a waveform, as the dataset made them (log-mel)."""
+        if self.feature_settings.get("kind") != "log_mel":
+            raise RecognizerError(
+                f"modality {self.target!r} of this run is made by {self.feature_settings or 'an'} "
+                f"extractor, not from a waveform by log-mel: pass its feature file instead")
+        settings = {k: v for k, v in self.feature_settings.items() if k != "kind"}
+        wav = np.asarray(waveform, np.float64)
+        if wav.ndim == 2:  # [samples, channels] -> mono
+            wav = wav.mean(axis=1)
+        if wav.ndim != 1 or len(wav) == 0:
+            raise RecognizerError(f"waveform of shape {np.shape(waveform)}: expected samples "
+                                  f"[N] or [N, channels] with N > 0")
+        return audio_lib.log_mel_frames(wav, int(sample_rate), audio_lib.LogMelConfig(**settings))
+
+    def predict(self, waveform: np.ndarray, sample_rate: int) -> Prediction:
+        """Predicts from raw audio (any rate and channel count; resampled as training's data)."""
+        return self.predict_features(self.features_from_waveform(waveform, sample_rate))
