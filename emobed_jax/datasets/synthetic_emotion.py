@@ -23,7 +23,8 @@ import tensorflow_datasets as tfds
 from emobed_jax.features import audio as audio_lib
 
 __all__ = ["CATEGORY_NAMES", "VIDEO_FEATURE_NAMES", "MODALITIES", "SyntheticEmotionConfig",
-           "split_speakers", "latent_category", "generate_recording", "SyntheticEmotion"]
+           "split_speakers", "latent_category", "generate_recording", "recording_waveform",
+           "SyntheticEmotion"]
 
 CATEGORY_NAMES = ("neutral", "happy", "angry", "sad", "calm")
 VIDEO_FEATURE_NAMES = (
@@ -244,6 +245,20 @@ def generate_recording(config: SyntheticEmotionConfig, split: str, index: int) -
         dict with name, speaker, audio [T, D_audio], video [T, 20], video_mask [T], arousal [T],
         valence [T], category (a CATEGORY_NAMES index).
     """
+    return _generate(config, split, index)[0]
+
+
+def recording_waveform(config: SyntheticEmotionConfig, split: str, index: int) -> np.ndarray:
+    """The 16 kHz float32 waveform [N] whose log-mel frames are that recording's ``audio``.
+
+    The dataset stores only the features; this regenerates the waveform by the same random
+    stream, so a trained model can be run on the raw audio of a dataset recording (tests, demos).
+    """
+    return _generate(config, split, index)[1]
+
+
+def _generate(config: SyntheticEmotionConfig, split: str, index: int) -> tuple[dict, np.ndarray]:
+    """(example, waveform) of one recording: the one generator behind both public functions."""
     if split not in SPLITS:
         raise ValueError(f"generate_recording: split must be one of {SPLITS}, got {split!r}")
     rng = np.random.default_rng((config.seed, SPLITS.index(split), index))
@@ -268,7 +283,7 @@ def generate_recording(config: SyntheticEmotionConfig, split: str, index: int) -
         "arousal": labels[:, 0],
         "valence": labels[:, 1],
         "category": latent_category(*latent.mean(axis=0)),
-    }
+    }, wave
 
 
 class SyntheticEmotion(tfds.core.GeneratorBasedBuilder):

@@ -119,9 +119,10 @@ class Recognizer:
         model, _ = experiment.model_and_objective(record["config"], dataset_info(record))
         return cls(record, model, params, int(step))
 
-    def _forward(self, params, features, lengths):
+    def _forward(self, params, features, lengths, valid):
         m = self.target
-        mask = (jnp.arange(features.shape[1])[None] < lengths[:, None]).astype(jnp.float32)
+        # Padding and invalid frames (no face, NaN features) are masked, as eval batches mask them.
+        mask = ((jnp.arange(features.shape[1])[None] < lengths[:, None]) & valid).astype(jnp.float32)
         emb, out = self.model.apply({"params": params}, {m: features}, {m: lengths}, {m: mask},
                                     train=False)
         return emb[m], out[m]
@@ -138,12 +139,24 @@ class Recognizer:
             x = (x - self.mean) / self.std
         return np.where(finite, x, 0.0).astype(np.float32)
 
-    def predict_features(self, features: np.ndarray) -> Prediction:
-        """Predicts from `[T, D]` (unnormalised) target-modality features on the label grid."""
+    def predict_features(self, features: np.ndarray, valid: np.ndarray | None = None) -> Prediction:
+        """Predicts from `[T, D]` (unnormalised) target-modality features on the label grid.
+
+        Args:
+          features: the target modality's features, as the dataset made them.
+          valid: optional `[T]` bool, False for frames without the modality (e.g. no face);
+            frames with a non-finite value are invalid too. Invalid frames are masked.
+        """
         x = self.normalize(features)
         if len(x) == 0:
             raise RecognizerError(f"no frame of {self.target!r} features to predict from")
-        emb, out = self._apply(self.params, x[None], np.asarray([len(x)], np.int32))
+        ok = np.all(np.isfinite(np.asarray(features, np.float64)), axis=1)
+        if valid is not None:
+            if np.shape(valid) != (len(x),):
+                raise RecognizerError(f"valid of shape {np.shape(valid)}: expected [{len(x)}]")
+            ok &= np.asarray(valid, bool)
+            x = np.where(ok[:, None], x, 0.0).astype(np.float32)
+        emb, out = self._apply(self.params, x[None], np.asarray([len(x)], np.int32), ok[None])
         emb, out = np.asarray(emb[0], np.float64), np.asarray(out[0], np.float64)
         if self.task == "category":
             p = np.exp(out - out.max())
