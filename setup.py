@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "tqdm==4.70.1",
     "matplotlib==3.11.2",
     "opensmile==2.6.0",
+    "flatbuffers==25.12.19",  # jax.export serialisation (experiments/export.py)
 ]
 
 setup(
