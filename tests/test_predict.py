@@ -223,3 +223,24 @@ def test_cli_bad_file_and_bad_workdirs(audio_run, tmp_path):
     proc = _predict([f"--workdir={nockpt}", "--input=empty.wav"], cwd=tmp_path)
     assert proc.returncode == 1 and "no 'best' checkpoint" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_utterance_rows(tmp_path):
+    """Utterance-level CSVs: one row, class probabilities and the argmax (category task)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("predict_cli", os.path.join(ROOT, "experiments",
+                                                                               "predict.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    fake = types.SimpleNamespace(task="category", level="utterance", class_names=("a", "b", "c"),
+                                 label_names=("arousal", "valence"))
+    pred = recognizer.Prediction(np.zeros(3), np.zeros(4), np.array([0.2, 0.5, 0.3]))
+    cli.write_csv(str(tmp_path / "c.csv"), pred, None, fake, "clip")
+    assert _read_csv(tmp_path / "c.csv") == [
+        {"name": "clip", "category": "b", "p_a": "0.200000", "p_b": "0.500000", "p_c": "0.300000"}]
+    fake.task = "arousal_valence"
+    cli.write_csv(str(tmp_path / "r.csv"), recognizer.Prediction(np.array([0.1, -0.25]), None),
+                  None, fake, "clip")
+    assert _read_csv(tmp_path / "r.csv") == [
+        {"name": "clip", "arousal": "0.100000", "valence": "-0.250000"}]

@@ -122,7 +122,8 @@ class Recognizer:
     def _forward(self, params, features, lengths, valid):
         m = self.target
         # Padding and invalid frames (no face, NaN features) are masked, as eval batches mask them.
-        mask = ((jnp.arange(features.shape[1])[None] < lengths[:, None]) & valid).astype(jnp.float32)
+        inside = jnp.arange(features.shape[1])[None] < lengths[:, None]
+        mask = (inside & valid).astype(jnp.float32)
         emb, out = self.model.apply({"params": params}, {m: features}, {m: lengths}, {m: mask},
                                     train=False)
         return emb[m], out[m]
