@@ -59,6 +59,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.hidden = 64
     c.model.num_layers = 2
     c.model.bidirectional = True
+    # True: every encoder sees frames <= t only, so the model can run on a live stream
+    # (inference.streaming): conv pads on the left only; needs model.bidirectional=False.
+    c.model.causal = False
     c.model.kernel_size = 5
     c.model.dropout = 0.1
     c.model.pooling = "mean"
@@ -205,6 +208,13 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
                          f"expected > 0")
     if config.data.frame_rate_hz <= 0:
         raise ValueError(f"config.data.frame_rate_hz={config.data.frame_rate_hz}: expected > 0")
+    causal = config.model.get("causal", False)
+    if not isinstance(causal, bool):
+        raise ValueError(f"config.model.causal={causal!r}: expected True or False")
+    if causal and config.model.bidirectional:
+        raise ValueError("config.model.causal=True with config.model.bidirectional=True: a causal "
+                         "model sees no future frame, a bidirectional one does; expected "
+                         "model.bidirectional=False with model.causal=True")
     delays = dict(config.data.label_delay_s)
     if any(float(d) < 0 for d in delays.values()):
         raise ValueError(f"config.data.label_delay_s={delays}: expected delays >= 0")

@@ -23,7 +23,7 @@ ENCODERS = ("lstm", "conv")
 
 
 def make_encoder(kind: str, hidden: int, num_layers: int, bidirectional: bool, kernel_size: int,
-                 dropout: float, rnn_impl: str, name: str) -> nn.Module:
+                 dropout: float, rnn_impl: str, name: str, causal: bool = False) -> nn.Module:
     """Builds the encoder `kind` (one of `ENCODERS`): an `lstm.LSTMStack` or a `ConvEncoder`.
 
     Args:
@@ -33,16 +33,24 @@ def make_encoder(kind: str, hidden: int, num_layers: int, bidirectional: bool, k
       kernel_size: conv only.
       dropout: dropout after each layer (training only).
       name: the submodule's name.
+      causal: frame t sees no later frame: conv pads on the left only; an LSTM must then be
+        unidirectional (a unidirectional LSTM is causal either way).
 
     Returns:
       A module mapping `(x [B, T, D], lengths [B], train)` to `[B, T, H']`, zero at padding.
+
+    Raises:
+      ValueError: `causal` with `bidirectional` (a backward direction reads future frames).
     """
+    if causal and bidirectional:
+        raise ValueError("model.causal=True with model.bidirectional=True: a causal encoder sees "
+                         "no future frame; set model.bidirectional=False")
     if kind == "lstm":
         return lstm.LSTMStack(hidden=hidden, num_layers=num_layers, bidirectional=bidirectional,
                               dropout=dropout, impl=rnn_impl, name=name)
     if kind == "conv":
         return ConvEncoder(hidden=hidden, num_layers=num_layers, kernel_size=kernel_size,
-                           dropout=dropout, name=name)
+                           dropout=dropout, causal=causal, name=name)
     raise ValueError(f"model.encoder={kind!r}: expected one of {list(ENCODERS)}")
 
 
@@ -56,6 +64,7 @@ class EmoBedModel(nn.Module):
       encoder: one of `ENCODERS`.
       rnn_impl: the LSTM implementation, one of `lstm.IMPLS`.
       hidden, num_layers, bidirectional, kernel_size, dropout: encoder settings.
+      causal: encoders see no future frame (`make_encoder`).
       pooling: one of `pooling.POOLING` (utterance level only).
       embedding_dim: size of the shared embedding.
       projector_activation: one of `projector.ACTIVATIONS`.
@@ -72,6 +81,7 @@ class EmoBedModel(nn.Module):
     bidirectional: bool = True
     kernel_size: int = 5
     dropout: float = 0.0
+    causal: bool = False
     pooling: str = "mean"
     embedding_dim: int = 64
     projector_activation: str = "tanh"
@@ -104,7 +114,7 @@ class EmoBedModel(nn.Module):
         for m in mods:
             encoder = make_encoder(self.encoder, self.hidden, self.num_layers, self.bidirectional,
                                    self.kernel_size, self.dropout, self.rnn_impl,
-                                   name=f"encoder_{m}")
+                                   name=f"encoder_{m}", causal=self.causal)
             h = encoder(features[m], lengths[m], train)
             if self.level == "utterance":
                 h = Pool(self.pooling, name=f"pool_{m}")(h, masks[m])
@@ -133,5 +143,7 @@ def model_from_config(config: ml_collections.ConfigDict, level: str, num_outputs
         rnn_impl=m.rnn_impl,
         hidden=m.hidden, num_layers=m.num_layers, bidirectional=m.bidirectional,
         kernel_size=m.kernel_size, dropout=m.dropout, pooling=m.pooling,
+        # Runs stored before the key existed have centred convolutions.
+        causal=bool(m.get("causal", False)),
         embedding_dim=m.embedding_dim, projector_activation=m.projector_activation,
         head_hidden=tuple(m.head_hidden), head_dropout=m.head_dropout)

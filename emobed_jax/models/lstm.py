@@ -13,6 +13,9 @@ where it can run, else 'fused'. All give the same outputs and gradients: zero at
 and a backward direction starts from the zero state at each sequence's last valid frame, like
 `nn.RNN(reverse=True, seq_lengths=...)`.
 
+A unidirectional stack is causal: `initial_state` and `step` run it one frame at a time (live
+streams, `inference.streaming`) from the same parameters, with the cell of the 'scan' reference.
+
 Each modality's encoder runs its own loops. Running audio's and video's stacks as streams of one
 shared loop per layer was measured against this (`crossmodal` training step, 2 host devices,
 alternating fresh processes): 148.6-155.3 ms shared against 146.5-151.4 ms separate, i.e. no
@@ -123,6 +126,15 @@ class LSTMStack(nn.Module):
         return jnp.swapaxes(h, 0, 1)
 
 
+def _cell(x: jax.Array, carry: tuple, w_input, w_hidden, bias) -> tuple:
+    """One LSTM time step, gates in (i, f, g, o) order: `(h, c)` from `x [B, D]` and `(h, c)`."""
+    h, c = carry
+    z = x @ w_input + h @ w_hidden + bias
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    return jax.nn.sigmoid(o) * jnp.tanh(c), c
+
+
 def scan_layer(x: jax.Array, lengths: jax.Array, weights: Sequence[fast_lstm.Weights],
                reverse: Sequence[bool]) -> list[jax.Array]:
     """One (bi)directional LSTM layer as a plain `lax.scan`: the reference implementation, with
@@ -132,12 +144,8 @@ def scan_layer(x: jax.Array, lengths: jax.Array, weights: Sequence[fast_lstm.Wei
     outputs = []
     for (w_input, w_hidden, bias), rev in zip(weights, reverse):
         def step(carry, inputs, w_input=w_input, w_hidden=w_hidden, bias=bias):
-            h, c = carry
             x_t, valid_t = inputs
-            z = x_t @ w_input + h @ w_hidden + bias
-            i, f, g, o = jnp.split(z, 4, axis=-1)
-            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            h, c = _cell(x_t, carry, w_input, w_hidden, bias)
             # The state stays zero over padding: a backward pass meets the padding first, so it
             # starts from zero at the last valid frame.
             h, c = jnp.where(valid_t, h, 0), jnp.where(valid_t, c, 0)
@@ -146,3 +154,52 @@ def scan_layer(x: jax.Array, lengths: jax.Array, weights: Sequence[fast_lstm.Wei
         zeros = jnp.zeros((x.shape[1], w_hidden.shape[0]), x.dtype)
         outputs.append(jax.lax.scan(step, (zeros, zeros), (x, valid), reverse=rev)[1])
     return outputs
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+def _layers(params: dict) -> list[dict]:
+    """The forward directions of an `LSTMStack`'s parameters, layer by layer; refuses a
+    bidirectional stack (its backward direction starts at the sequence's last frame)."""
+    layers = [params[f"layer_{l}"] for l in range(len(params))]
+    if any("backward" in layer for layer in layers):
+        raise ValueError("a bidirectional LSTM cannot run frame by frame: its backward direction "
+                         "reads future frames (train with model.bidirectional=False)")
+    return [layer["forward"] for layer in layers]
+
+
+def initial_state(params: dict, batch: int = 1, dtype=jnp.float32) -> list[tuple]:
+    """The zero `(h [B, H], c [B, H])` per layer a causal `LSTMStack` starts a sequence from.
+
+    Args:
+      params: the stack's parameters (`layer_<l>/forward/...`).
+      batch: sequences run side by side.
+
+    Raises:
+      ValueError: the stack is bidirectional.
+    """
+    return [(jnp.zeros((batch, w["w_hidden"].shape[0]), dtype),) * 2 for w in _layers(params)]
+
+
+def step(params: dict, state: list[tuple], x: jax.Array) -> tuple[list[tuple], jax.Array]:
+    """One frame of a unidirectional `LSTMStack` (inference: no dropout).
+
+    Args:
+      params: the stack's parameters, the layout the fused kernels read.
+      state: `initial_state`'s `(h, c)` per layer, carried from the previous frame.
+      x: `[B, D]` the next frame.
+
+    Returns:
+      (new state, `[B, H]` the last layer's output at this frame): what `LSTMStack.__call__`
+      returns at this frame of a sequence it runs whole.
+
+    Raises:
+      ValueError: the stack is bidirectional.
+    """
+    new_state = []
+    for w, carry in zip(_layers(params), state):
+        carry = _cell(x, carry, *(w[k].astype(x.dtype) for k in ("w_input", "w_hidden", "bias")))
+        new_state.append(carry)
+        x = carry[0]
+    return new_state, x
