@@ -211,3 +211,23 @@ def test_causal_config_is_validated():
         config_lib.validate_config(config)
     with pytest.raises(ValueError, match="set model.bidirectional=False"):
         emobed.make_encoder("lstm", 4, 1, True, 3, 0.0, "scan", name="e", causal=True)
+
+
+def test_a_trained_causal_run_streams(synthetic_data_dir, tmp_path):
+    """The CLI's config path end to end: model.causal trains, the workdir loads and streams."""
+    from conftest import make_tiny_config
+    from emobed_jax.training import train
+
+    config = make_tiny_config(synthetic_data_dir, method="monomodal", **{
+        "model.encoder": "conv", "model.causal": True, "model.bidirectional": False,
+        "num_train_steps": 3, "eval_every_steps": 3, "checkpoint_every_steps": 3,
+        "eval_splits": ("validation",)})
+    train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+    rec = Recognizer.from_workdir(str(tmp_path))
+    assert rec.model.causal and rec.feature_settings["sample_rate"] == SR
+    x = _wave(1.5, seed=7)
+    want = rec.predict(x, SR).outputs
+    got = np.stack([o for _, o in _streamed(rec, x, [400, "r"], np.random.default_rng(6))])
+    d_min = int(rec.delays.min())
+    assert len(got) == len(want) + d_min
+    np.testing.assert_allclose(got[: len(want)], want, atol=1e-5, rtol=0)

@@ -178,6 +178,12 @@ class Stream:
     """
 
     def __init__(self, recognizer):
+        """Prepares a stream of `recognizer` (an `inference.recognizer.Recognizer`).
+
+        Raises:
+          StreamError: the run is not causal (bidirectional LSTM, centred conv), not frame-level
+            regression, or its target is not log-mel audio; the message names the setting.
+        """
         rec = recognizer
         if rec.level != "frame" or rec.task == "category":
             raise StreamError(f"streaming needs a frame-level regression run; this one is "
