@@ -138,7 +138,11 @@ def check_overrides(stored, passed) -> ml_collections.ConfigDict:
     """
     if passed is None:
         return ml_collections.ConfigDict(stored.to_dict())
-    a, b = _flatten(stored.to_dict()), _flatten(passed.to_dict())
+    from emobed_jax import config as config_lib
+
+    # A key the stored run predates holds its default there (it was trained that way).
+    a = {**_flatten(config_lib.get_base_config().to_dict()), **_flatten(stored.to_dict())}
+    b = _flatten(passed.to_dict())
     lists = (list, tuple)
     differ = sorted(k for k in set(a) | set(b)
                     if not _under(k, EVAL_ONLY + NOT_COMPARED)
