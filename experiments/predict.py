@@ -9,6 +9,12 @@ Flags:
                 directory) or the folder of CSVs (folder input; default `<folder>.predictions/`).
   --plot        also write a PNG beside each CSV.
   --checkpoint  best (default) or latest.
+  --stream      feed --input through a causal run as a live stream, hop by hop, printing one CSV
+                row per 40 ms as soon as it is predicted: a wav (fed at real-time pace unless
+                --norealtime) or `-`, raw 16-bit little-endian mono PCM at the run's sample rate
+                on standard input, e.g.
+                `arecord -f S16_LE -r 16000 -c 1 | python experiments/predict.py --workdir=RUN
+                --stream --input=-`. With --output the rows also go to that CSV.
 
 Frame-level runs write `time,<label names>`: one row per 40 ms label frame, on the label time
 line (the label delay undone, as --mode=eval does). Utterance-level runs write one row:
@@ -31,6 +37,9 @@ _INPUT = flags.DEFINE_string("input", None, "Audio file, feature file or a folde
 _OUTPUT = flags.DEFINE_string("output", None, "Output CSV (file input) or folder (folder input).")
 _PLOT = flags.DEFINE_bool("plot", False, "Also write a PNG beside each CSV.")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Checkpoint to use.")
+_STREAM = flags.DEFINE_bool("stream", False, "Stream --input (a wav, or - for 16-bit PCM on "
+                            "stdin) through a causal run, one row per 40 ms.")
+_REALTIME = flags.DEFINE_bool("realtime", True, "--stream with a wav: feed it at real-time pace.")
 flags.mark_flags_as_required(["workdir", "input"])
 
 
@@ -118,6 +127,77 @@ def predict_folder(recognizer, folder: str, out_dir: str, plot: bool) -> int:
     return 0 if done else 1
 
 
+def _pcm_chunks(source: str, sample_rate: int, hop: int, realtime: bool):
+    """Float32 mono chunks of `hop` samples: from a wav (resampled; at real-time pace when
+    `realtime`) or, for `-`, raw 16-bit little-endian PCM read from standard input."""
+    import time
+
+    import numpy as np
+
+    from emobed_jax.features import audio
+    from emobed_jax.inference import media
+
+    if source != "-":
+        wav = audio.load_audio(source, sample_rate)
+        start = time.monotonic()
+        for begin in range(0, len(wav), hop):
+            yield wav[begin:begin + hop]
+            if realtime:  # the next hop has not been "recorded" yet
+                time.sleep(max(0.0, start + (begin + hop) / sample_rate - time.monotonic()))
+        return
+    pending = b""
+    while True:
+        data = sys.stdin.buffer.read(2 * hop)
+        if not data:
+            break
+        data = pending + data
+        whole = len(data) - len(data) % 2
+        pending = data[whole:]
+        yield np.frombuffer(data[:whole], "<i2").astype(np.float32) / 32768.0
+    if pending:
+        raise media.MediaError(
+            f"standard input ended mid-sample ({len(pending)} byte after the last whole sample; "
+            f"expected 16-bit little-endian PCM, 2 bytes per sample): the rows up to the last "
+            f"whole sample were printed")
+
+
+def run_stream(rec, source: str, out_csv: str | None) -> int:
+    """Streams `source` through `rec` (a causal run), one CSV row per emitted label frame on
+    standard output (and into `out_csv`); see docs/streaming.md for the label time of a row."""
+    import contextlib
+
+    from emobed_jax import atomic
+    from emobed_jax.inference import streaming
+
+    stream = streaming.Stream(rec)
+    hop = int(round(stream.sample_rate / stream.frame_rate_hz))
+    header = ["time"] + list(stream.label_names)
+    with contextlib.ExitStack() as stack:
+        writers = [csv.writer(sys.stdout)]
+        if out_csv:
+            os.makedirs(os.path.dirname(os.path.abspath(out_csv)), exist_ok=True)
+            writers.append(csv.writer(stack.enter_context(atomic.atomic_write(out_csv,
+                                                                              newline=""))))
+        for w in writers:
+            w.writerow(header)
+
+        def emit(items):
+            for time_s, outputs in items:
+                row = [f"{time_s:.3f}"] + [f"{v:.6f}" for v in outputs]
+                for w in writers:
+                    w.writerow(row)
+            sys.stdout.flush()
+
+        try:
+            for pcm in _pcm_chunks(source, stream.sample_rate, hop, _REALTIME.value):
+                emit(stream.push(pcm))
+        finally:
+            emit(stream.flush())  # a stream cut short still gets its last complete frames
+    if out_csv:
+        print(f"wrote {out_csv}", file=sys.stderr, flush=True)
+    return 0
+
+
 def _reason(error: Exception, path: str) -> str:
     """The error message without a repeated leading path."""
     message = str(error)
@@ -143,11 +223,14 @@ def _run() -> int:
 
     logging.getLogger("absl").setLevel(logging.WARNING)
     source = _INPUT.value.rstrip(os.sep) or _INPUT.value
-    if not os.path.exists(source):
+    if not (_STREAM.value and source == "-") and not os.path.exists(source):
         raise media.MediaError(f"{source}: no such file or folder")
     rec = recognizer.Recognizer.from_workdir(_WORKDIR.value, checkpoint=_CHECKPOINT.value)
     print(f"{_WORKDIR.value}: step {rec.step} ({_CHECKPOINT.value}), target {rec.target!r}, "
-          f"{rec.level} level, task {rec.task}", flush=True)
+          f"{rec.level} level, task {rec.task}", flush=True,
+          file=sys.stderr if _STREAM.value else sys.stdout)
+    if _STREAM.value:
+        return run_stream(rec, source, _OUTPUT.value)
     stem = os.path.splitext(os.path.basename(source))[0]
     if os.path.isdir(source):
         return predict_folder(rec, source, _OUTPUT.value or f"{stem}.predictions", _PLOT.value)

@@ -231,3 +231,54 @@ def test_a_trained_causal_run_streams(synthetic_data_dir, tmp_path):
     d_min = int(rec.delays.min())
     assert len(got) == len(want) + d_min
     np.testing.assert_allclose(got[: len(want)], want, atol=1e-5, rtol=0)
+
+
+def test_cli_streams_a_wav_and_raw_pcm(synthetic_data_dir, tmp_path):
+    """`predict.py --stream`: a wav fed hop by hop prints the offline rows; raw 16-bit PCM on
+    standard input too; a stream that stops mid-sample prints its rows, then a clear error."""
+    import subprocess
+    import sys
+
+    import soundfile
+
+    from cli_helpers import ROOT
+    from conftest import make_tiny_config
+    from emobed_jax.training import train
+
+    config = make_tiny_config(synthetic_data_dir, method="monomodal", **{
+        "model.bidirectional": False, "num_train_steps": 2, "eval_every_steps": 2,
+        "checkpoint_every_steps": 2, "eval_splits": ("validation",)})
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
+    rec = Recognizer.from_workdir(workdir)
+    x = _wave(2.0, seed=3)
+    pcm16 = np.round(np.clip(x, -1, 1) * 32767).astype("<i2")
+    want = rec.predict(pcm16.astype(np.float32) / 32768.0, SR).outputs
+    wav = tmp_path / "in.wav"
+    soundfile.write(wav, pcm16, SR, subtype="PCM_16")
+    script = [sys.executable, f"{ROOT}/experiments/predict.py", f"--workdir={workdir}", "--stream"]
+
+    def rows(stdout):
+        lines = stdout.strip().splitlines()
+        assert lines[0] == "time,arousal,valence"
+        return np.asarray([[float(v) for v in line.split(",")] for line in lines[1:]])
+
+    proc = subprocess.run(script + [f"--input={wav}", "--norealtime", f"--output={tmp_path / 'o.csv'}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = rows(proc.stdout)
+    np.testing.assert_allclose(got[: len(want), 1:], want, atol=1e-5)
+    np.testing.assert_allclose(got[: len(want), 0], np.arange(len(want)) / 25.0, atol=1e-9)
+    assert (tmp_path / "o.csv").read_text().splitlines()[1:3] == proc.stdout.splitlines()[1:3]
+
+    raw = pcm16.tobytes()
+    proc = subprocess.run(script + ["--input=-"], input=raw, capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_allclose(rows(proc.stdout.decode())[: len(want), 1:], want, atol=1e-5)
+
+    proc = subprocess.run(script + ["--input=-"], input=raw + b"\x01", capture_output=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert "standard input ended mid-sample" in proc.stderr.decode()
+    assert "Traceback" not in proc.stderr.decode()
+    np.testing.assert_allclose(rows(proc.stdout.decode())[: len(want), 1:], want, atol=1e-5)
