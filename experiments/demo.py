@@ -1,8 +1,11 @@
-"""`make demo`: EmoBed vs its monomodal baseline on the embedded synthetic dataset.
+"""`make demo`: EmoBed vs its monomodal baseline on the embedded synthetic dataset, then use it.
 
-Trains `emobed` and `monomodal` (audio target) with configs/synthetic.py, evaluates each run's
-best checkpoint with the target modality alone (as `--mode=eval` does) and prints the
-validation and test metrics side by side. Reruns resume or reuse finished runs in --workdir.
+Trains `emobed` and `monomodal` (audio target) with configs/synthetic.py and prints the
+validation and test metrics side by side (best checkpoint, target modality alone). Then it
+evaluates the EmoBed run from its workdir alone (`--mode=eval`: metrics, prediction CSVs and
+plots) and predicts one recording of the built-in dataset from its raw audio with
+`experiments/predict.py`, printing where everything went. Reruns resume or reuse finished runs
+in --workdir.
 
     python experiments/demo.py --workdir=demo_runs [--steps=600] [--target=audio]
 """
@@ -57,6 +60,32 @@ def main() -> None:
         if all(split in r["metrics"] for r in results.values()):
             print(_table(results, split))
             print()
+    use_the_model(os.path.join(args.workdir, f"emobed_{args.target}"), args)
+
+
+def use_the_model(workdir: str, args) -> None:
+    """Evaluates a finished run from its workdir alone and predicts one wav of the dataset."""
+    import subprocess
+
+    import soundfile
+
+    from emobed_jax.datasets import synthetic_emotion
+    from emobed_jax.training import train
+
+    out = train.evaluate_checkpoint(None, workdir)
+    print(f"evaluated step {out['validation']['step']} of {workdir}: eval_<split>.json, "
+          f"predictions_<split>.csv and plot_*.png are in {workdir}")
+    wav = os.path.join(args.workdir, "validation_0.wav")
+    default = next(c for c in synthetic_emotion.SyntheticEmotion.BUILDER_CONFIGS
+                   if c.name == "default")  # configs/synthetic.py's build
+    waveform = synthetic_emotion.recording_waveform(default, "validation", 0)
+    soundfile.write(wav, waveform, synthetic_emotion.SAMPLE_RATE, subtype="FLOAT")
+    csv_path = os.path.join(args.workdir, "validation_0.predictions.csv")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "predict.py")
+    print(f"wrote {wav} (recording 0 of the validation split, raw audio); predicting it:",
+          flush=True)
+    subprocess.run([sys.executable, script, f"--workdir={workdir}", f"--input={wav}",
+                    f"--output={csv_path}", "--plot"], check=True)
 
 
 if __name__ == "__main__":

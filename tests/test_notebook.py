@@ -125,7 +125,7 @@ def test_notebook_runs_top_to_bottom(synthetic_data_dir, tmp_path, monkeypatch):
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     images = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.data]
     # dataset example, 2 evaluation prediction plots, the comparison, 2 embedding maps
-    assert len(images) == 6, text
+    assert len(images) == 7, text
     summary = json.loads(text.split("SUMMARY ", 1)[1].splitlines()[0])
     assert os.path.realpath(summary["executable"]) == os.path.realpath(sys.executable)
     assert summary["steps"] == {m: STEPS for m in METHODS}
