@@ -1,7 +1,8 @@
 """Speed of the training step against a plain PyTorch implementation of the same shapes.
 
     python experiments/benchmark.py --shape=recola_blstm|crossmodal [--batch=32 --length=300]
-        [--steps=20] [--rnn_impl=fused,scan] [--devices=N] [--loop_probe=true] --output=FILE.json
+        [--steps=20] [--rnn_impl=fused,scan] [--devices=N] [--loop_probe=true]
+        [--inference=true|only] --output=FILE.json
 
 The shapes and every measured quantity are described in docs/benchmark.md (README "Speed").
 JAX runs the project's own `train_step` under `jit` over a `--devices`-device data mesh (default:
@@ -51,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--loop_probe", choices=("true", "false"), default="false",
                    help="also time the fused LSTM's loops of one device in isolation "
                         "(experiments/loop_probe.py)")
+    p.add_argument("--inference", choices=("false", "true", "only"), default="false",
+                   help="also (or only) time prediction, streaming and export of trained runs "
+                        "(experiments/inference_speed.py)")
     p.add_argument("--pipeline_batches", type=int, default=20)
     p.add_argument("--wait_idle", type=float, default=0.0,
                    help="on a shared machine: before each timed block wait up to this many "
@@ -391,8 +395,14 @@ def main(args) -> int:
     if not tc["loaded"] and tc["installed"]:
         print(f"note: tcmalloc is installed but not preloaded; for representative numbers run "
               f"with LD_PRELOAD={tc['installed']}")
-    result = measure(args)
-    print(format_table(result))
+    result = measure(args) if args.inference != "only" else {}
+    if result:
+        print(format_table(result))
+    if args.inference != "false":
+        import inference_speed
+
+        result["inference"] = inference_speed.measure()
+        print(inference_speed.format_result(result["inference"]))
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     from emobed_jax import atomic
 
