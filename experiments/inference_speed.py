@@ -106,9 +106,9 @@ def measure(offline_seconds: float = 300.0, stream_seconds: float = 60.0,
         ten = _waveform(10.0, seed=2)[None]
         args = (ten, np.asarray([ten.shape[1]], np.int32))
         start = time.perf_counter()
-        np.asarray(fn.call(*args)[0])
+        np.asarray(fn.call(*args)["outputs"])
         first_s = time.perf_counter() - start
-        again = _timed(lambda: np.asarray(fn.call(*args)[0]), repeats)
+        again = _timed(lambda: np.asarray(fn.call(*args)["outputs"]), repeats)
         result["export"] = {"export_seconds": export_s, "load_seconds": load_s,
                             "first_call_seconds_10s_audio": first_s,
                             "call_seconds_10s_audio": statistics.median(again),
