@@ -139,7 +139,8 @@ def test_stream_equals_offline_long_chunks(causal):
 
 
 def test_one_hop_returns_one_item(causal):
-    stream, x = Stream(causal), _wave(1.0)
+    stream, x = causal.stream(), _wave(1.0)  # Recognizer.stream() is Stream(recognizer)
+    assert isinstance(stream, Stream)
     counts = [len(stream.push(x[i:i + 640])) for i in range(0, len(x), 640)]
     assert counts == [min(DELAYS) + 1] + [1] * (len(counts) - 1)
     assert stream.sample_rate == SR

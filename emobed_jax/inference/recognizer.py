@@ -3,6 +3,7 @@
     rec = Recognizer.from_workdir("runs/emobed_audio")
     out = rec.predict(waveform, sample_rate)      # raw audio (log-mel models)
     out = rec.predict_features(features)          # [T, D] features of the target modality
+    stream = rec.stream()                         # a causal run, live: push(pcm) / flush()
 
 Everything comes from the run directory (`run_dir`): the config, the dataset description (label
 names, classes, frame rate, label delays), the feature-extraction settings and the training
@@ -180,6 +181,12 @@ class Recognizer:
             raise RecognizerError(f"waveform of shape {np.shape(waveform)}: expected samples "
                                   f"[N] or [N, channels] with N > 0")
         return audio_lib.log_mel_frames(wav, int(sample_rate), audio_lib.LogMelConfig(**settings))
+
+    def stream(self):
+        """A live `streaming.Stream` of this (causal) run: `push(pcm)` / `flush()`."""
+        from emobed_jax.inference import streaming
+
+        return streaming.Stream(self)
 
     def predict(self, waveform: np.ndarray, sample_rate: int) -> Prediction:
         """Predicts from raw audio (any rate and channel count; resampled as training's data)."""
