@@ -75,7 +75,8 @@ def _max_diff(a, b):
                for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 
-@pytest.mark.parametrize("impl", IMPLS_ON_CPU + [CUDNN_KERNEL])
+# cuDNN's reference path is compared with fused and scan in tests/test_cudnn_lstm.py.
+@pytest.mark.parametrize("impl", ["scan", "fused", CUDNN_KERNEL])
 @pytest.mark.parametrize("bidirectional,num_layers", [(False, 2), (True, 2)])
 def test_equals_flax_rnn_outputs_and_gradients(impl, bidirectional, num_layers, monkeypatch):
     with jax.default_matmul_precision("highest"):  # no TF32 on a GPU: compare float32 exactly

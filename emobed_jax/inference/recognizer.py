@@ -158,8 +158,14 @@ class Recognizer:
                 raise RecognizerError(f"valid of shape {np.shape(valid)}: expected [{len(x)}]")
             ok &= np.asarray(valid, bool)
             x = np.where(ok[:, None], x, 0.0).astype(np.float32)
-        emb, out = self._apply(self.params, x[None], np.asarray([len(x)], np.int32), ok[None])
-        emb, out = np.asarray(emb[0], np.float64), np.asarray(out[0], np.float64)
+        # Padded to a power of two (>= 64 frames) so recordings of many lengths share a few
+        # compiled shapes; padded frames are masked, as in evaluation batches.
+        n = len(x)
+        size = max(64, 1 << (n - 1).bit_length())
+        x = np.pad(x, ((0, size - n), (0, 0)))
+        ok = np.pad(ok, (0, size - n))
+        emb, out = self._apply(self.params, x[None], np.asarray([n], np.int32), ok[None])
+        emb, out = np.asarray(emb[0, :n], np.float64), np.asarray(out[0, :n], np.float64)
         if self.task == "category":
             p = np.exp(out - out.max())
             return Prediction(out, emb, p / p.sum())
