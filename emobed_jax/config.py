@@ -44,6 +44,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.window_frames = 100
     c.data.window_hop_frames = 50
     c.data.max_frames = 0  # utterance datasets: crop training utterances (0 = no limit)
+    c.data.rebuild = False  # delete the prepared dataset and prepare it again (changed sources)
     c.data.normalize = True
     c.data.nonfinite = "mask"
     c.data.missing_auxiliary = "mask"
@@ -206,6 +207,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
     if not config.optimizer.learning_rate > 0:
         raise ValueError(f"config.optimizer.learning_rate={config.optimizer.learning_rate}: "
                          f"expected > 0")
+    if not isinstance(config.data.rebuild, bool):
+        raise ValueError(f"config.data.rebuild={config.data.rebuild!r}: expected True or False")
     if config.data.frame_rate_hz <= 0:
         raise ValueError(f"config.data.frame_rate_hz={config.data.frame_rate_hz}: expected > 0")
     causal = config.model.get("causal", False)

@@ -31,7 +31,7 @@ FORMAT = 1
 # Keys a stored run may be evaluated with differently: they change neither the model, nor the
 # data it sees, nor the target. Data locations (where the same dataset lives) may move too.
 EVAL_ONLY = ("eval_splits", "eval_batch_size", "parallelism", "postprocess", "best_metric",
-             "data.data_dir", "data.manual_dir", "data.prefetch_threads")
+             "data.data_dir", "data.manual_dir", "data.prefetch_threads", "data.rebuild")
 # Keys that do not describe the trained model (training schedule, logging): they are not compared.
 NOT_COMPARED = ("num_train_steps", "eval_every_steps", "checkpoint_every_steps",
                 "checkpoint_every_minutes", "log_every_steps", "skip_nonfinite_updates", "seed",

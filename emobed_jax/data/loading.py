@@ -13,6 +13,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from emobed_jax.data import sources
 from emobed_jax.datasets import conventions as conventions_lib
 
 REGRESSION_NAMES = ("arousal", "valence")
@@ -70,9 +71,12 @@ def _decode(value):
 def get_builder(config):
     """Returns the prepared tfds builder named by `config.data` (building it if needed).
 
+    A prepared dataset is reused only while its sources are unchanged (`sources.check`; set
+    `data.rebuild` to prepare it again).
+
     Args:
       config: experiment config; reads `data.name`, `data.config`, `data.data_dir`,
-        `data.manual_dir`.
+        `data.manual_dir`, `data.rebuild`.
 
     Returns:
       A `tfds.core.DatasetBuilder` whose files exist.
@@ -103,8 +107,12 @@ def get_builder(config):
             raise FileNotFoundError(
                 f"config.data.manual_dir={manual_dir!r} does not exist; expected the folder holding "
                 f"the {name} files (see README)")
+        if first and sources.check(builder, manual_dir, bool(config.data.rebuild)):
+            builder = tfds.builder(full_name, data_dir=config.data.data_dir)  # deleted: anew
         download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
         builder.download_and_prepare(download_config=download_config, file_format="array_record")
+        if first:
+            sources.record(builder, manual_dir)
     finally:
         if first and jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"prepare {full_name}")
