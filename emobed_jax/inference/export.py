@@ -107,39 +107,6 @@ def _pooling_pattern(cfg: audio_lib.LogMelConfig) -> tuple[int, int, int]:
     return r, c_lo, width
 
 
-def _predict_fn(rec: Recognizer):
-    """`(features [b, t, D], lengths [b]) -> dict` with `Recognizer.predict_features` semantics."""
-    mean = None if rec.mean is None else jnp.asarray(rec.mean, jnp.float32)
-    std = None if rec.std is None else jnp.asarray(rec.std, jnp.float32)
-    delays = jnp.asarray(rec.delays, jnp.int32)
-
-    def predict(features, lengths):
-        x = features.astype(jnp.float32)
-        lengths = lengths.astype(jnp.int32)
-        finite = jnp.all(jnp.isfinite(x), axis=-1)
-        if mean is not None:
-            x = (x - mean) / std
-        x = jnp.where(finite[..., None], x, 0.0)  # as `data.nonfinite='mask'`: bad frames are 0
-        # Padding and non-finite frames are masked, as eval batches (and the Recognizer) mask them.
-        mask = (jnp.arange(x.shape[1])[None] < lengths[:, None]) & finite
-        m = rec.target
-        emb, out = rec.model.apply({"params": rec.params}, {m: x}, {m: lengths},
-                                   {m: mask.astype(jnp.float32)}, train=False)
-        emb, out = emb[m], out[m]
-        result = {"embeddings": emb, "lengths": lengths}
-        if rec.task == "category":
-            result["probabilities"] = jax.nn.softmax(out, axis=-1)
-        elif rec.level == "frame":
-            # Label t takes the prediction made at frame t - delay (edge-padded at the start).
-            t = jnp.arange(out.shape[1], dtype=jnp.int32)[:, None]
-            src = jnp.maximum(t - delays[None, :], 0)
-            out = out[:, src, jnp.arange(out.shape[2])[None, :]]
-        result["outputs"] = out
-        return result
-
-    return predict
-
-
 def _export(fn, args, platforms) -> tuple[jax.export.Exported, dict]:
     """Lowers for all `platforms` at once; on failure, for those that lower alone."""
     jitted = jax.jit(fn)
@@ -170,7 +137,7 @@ def export_run(workdir: str, output: str, platforms=PLATFORMS, checkpoint: str =
       ExportError / RecognizerError: the run cannot be loaded or lowered for any platform.
     """
     rec = Recognizer.from_workdir(workdir, checkpoint=checkpoint)
-    predict = _predict_fn(rec)
+    predict = rec.forward  # the Recognizer's own inference function, traced with symbolic shapes
     b, t = jax.export.symbolic_shape("b, t")
     d = rec.input_dim
     functions = {"predict_features": (predict, (

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from emobed_jax import run_dir
-from emobed_jax.data import delay, loading
+from emobed_jax.data import loading
 from emobed_jax.datasets import conventions
 from emobed_jax.features import audio as audio_lib
 
@@ -85,7 +85,6 @@ class Recognizer:
         stats = record["stats"]
         self.mean, self.std = (stats[self.target] if stats else (None, None))
         self.model, self.params, self.step = model, params, step
-        self._apply = jax.jit(self._forward)
 
     @classmethod
     def from_workdir(cls, workdir: str, checkpoint: str = "best", step: int | None = None):
@@ -120,14 +119,44 @@ class Recognizer:
         model, _ = experiment.model_and_objective(record["config"], dataset_info(record))
         return cls(record, model, params, int(step))
 
-    def _forward(self, params, features, lengths, valid):
+    def forward(self, features, lengths, valid=None) -> dict:
+        """The run's inference as one pure JAX function on a padded batch; `predict_features`
+        runs it jitted and `inference.export` serialises it, so both compute the same thing.
+
+        Args:
+          features: `[b, t, D]` unnormalised target-modality features (padding: anything).
+          lengths: `[b]` valid frames per row.
+          valid: optional `[b, t]` bool, False for frames without the modality (no face).
+
+        Returns:
+          `outputs` (frame level: on the label time line, delay undone as evaluation does;
+          category: logits), `embeddings`, `lengths`, and `probabilities` for the category task.
+        """
+        x = features.astype(jnp.float32)
+        lengths = lengths.astype(jnp.int32)
+        ok = jnp.all(jnp.isfinite(x), axis=-1)
+        if valid is not None:
+            ok = ok & valid
+        if self.mean is not None:
+            x = (x - jnp.asarray(self.mean)) / jnp.asarray(self.std)
+        x = jnp.where(ok[..., None], x, 0.0)  # as `data.nonfinite='mask'`: bad frames are 0
+        # Padding and invalid frames are masked, as evaluation batches mask them.
+        mask = (jnp.arange(x.shape[1])[None] < lengths[:, None]) & ok
         m = self.target
-        # Padding and invalid frames (no face, NaN features) are masked, as eval batches mask them.
-        inside = jnp.arange(features.shape[1])[None] < lengths[:, None]
-        mask = (inside & valid).astype(jnp.float32)
-        emb, out = self.model.apply({"params": params}, {m: features}, {m: lengths}, {m: mask},
-                                    train=False)
-        return emb[m], out[m]
+        emb, out = self.model.apply({"params": self.params}, {m: x}, {m: lengths},
+                                    {m: mask.astype(jnp.float32)}, train=False)
+        emb, out = emb[m], out[m]
+        result = {"embeddings": emb, "lengths": lengths}
+        if self.task == "category":
+            result["probabilities"] = jax.nn.softmax(out, axis=-1)
+        elif self.level == "frame":
+            # Label t takes the prediction made at frame t - delay, edge-padded at the start
+            # (`data.delay.unshift_predictions`, the evaluation's rule).
+            t = jnp.arange(out.shape[1], dtype=jnp.int32)[:, None]
+            src = jnp.maximum(t - jnp.asarray(self.delays, jnp.int32)[None, :], 0)
+            out = out[:, src, jnp.arange(out.shape[2])[None, :]]
+        result["outputs"] = out
+        return result
 
     def normalize(self, features: np.ndarray) -> np.ndarray:
         """Standardises `[T, D]` features with the training statistics (as training did);
@@ -149,29 +178,26 @@ class Recognizer:
           valid: optional `[T]` bool, False for frames without the modality (e.g. no face);
             frames with a non-finite value are invalid too. Invalid frames are masked.
         """
-        x = self.normalize(features)
-        if len(x) == 0:
+        x = np.asarray(features, np.float32)
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise RecognizerError(f"features of shape {x.shape}: expected [frames, "
+                                  f"{self.input_dim}] for modality {self.target!r}")
+        n = len(x)
+        if n == 0:
             raise RecognizerError(f"no frame of {self.target!r} features to predict from")
-        ok = np.all(np.isfinite(np.asarray(features, np.float64)), axis=1)
-        if valid is not None:
-            if np.shape(valid) != (len(x),):
-                raise RecognizerError(f"valid of shape {np.shape(valid)}: expected [{len(x)}]")
-            ok &= np.asarray(valid, bool)
-            x = np.where(ok[:, None], x, 0.0).astype(np.float32)
+        ok = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
+        if ok.shape != (n,):
+            raise RecognizerError(f"valid of shape {np.shape(valid)}: expected [{n}]")
         # Padded to a power of two (>= 64 frames) so recordings of many lengths share a few
         # compiled shapes; padded frames are masked, as in evaluation batches.
-        n = len(x)
         size = max(64, 1 << (n - 1).bit_length())
-        x = np.pad(x, ((0, size - n), (0, 0)))
-        ok = np.pad(ok, (0, size - n))
-        emb, out = self._apply(self.params, x[None], np.asarray([n], np.int32), ok[None])
-        emb, out = np.asarray(emb[0, :n], np.float64), np.asarray(out[0, :n], np.float64)
-        if self.task == "category":
-            p = np.exp(out - out.max())
-            return Prediction(out, emb, p / p.sum())
-        if self.level == "frame":
-            out = delay.unshift_predictions(out, self.delays)
-        return Prediction(out, emb)
+        r = _jitted_forward(self, np.pad(x, ((0, size - n), (0, 0)))[None],
+                            np.asarray([n], np.int32), np.pad(ok, (0, size - n))[None])
+        # Frame level: drop the padding; utterance level: one row per recording.
+        rows = slice(0, n) if self.level == "frame" else slice(None)
+        out, emb = (np.asarray(r[k][0][rows], np.float64) for k in ("outputs", "embeddings"))
+        probs = r.get("probabilities")
+        return Prediction(out, emb, None if probs is None else np.asarray(probs[0], np.float64))
 
     def features_from_waveform(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         """The target modality's features of a waveform, as the dataset made them (log-mel)."""
@@ -197,3 +223,8 @@ class Recognizer:
     def predict(self, waveform: np.ndarray, sample_rate: int) -> Prediction:
         """Predicts from raw audio (any rate and channel count; resampled as training's data)."""
         return self.predict_features(self.features_from_waveform(waveform, sample_rate))
+
+
+# Compiled per Recognizer object (static, hashed by identity): its parameters, statistics and
+# delays are constants of the compiled function.
+_jitted_forward = jax.jit(Recognizer.forward, static_argnums=0)

@@ -25,8 +25,6 @@ d_k rows repeat frame 0). Item tau is emitted when frame tau - min(d) is in, so 
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 from typing import NamedTuple
 
 import jax
