@@ -7,8 +7,9 @@ the model's time line:
     their wavs) and turned into log-mel frames by the run's stored settings;
   * ARFF (`features.arff`): numeric attributes are the features; `frameTime`, when present,
     places each row in time;
-  * CSV with a time column (first column, or the second after a `name` column, named `frameTime`,
-    `time`, `timestamp`, ... in seconds; `,` or `;` separated): the other columns are features;
+  * CSV with a time column (`features.timeseries.read_timed_csv`: first column, or the second
+    after a `name` column, named `frameTime`, `time`, `timestamp`, ... in seconds; `,` or `;`
+    separated): the other columns are features, rows with a non-finite value are masked;
   * OpenFace 2.x CSV (`features.openface`, recognised by its `timestamp` and `success` columns):
     the run's OpenFace column groups; frames without a face are masked.
 
@@ -19,7 +20,6 @@ the rows as they are. Every problem raises `MediaError` naming the file and what
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 
@@ -28,11 +28,10 @@ import numpy as np
 from emobed_jax.features import arff as arff_lib
 from emobed_jax.features import audio as audio_lib
 from emobed_jax.features import openface
+from emobed_jax.features import timeseries
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 FEATURE_EXTENSIONS = (".arff", ".csv")
-# Names a CSV time column may have (compared lower-case), seconds in every case.
-TIME_COLUMNS = ("frametime", "time", "timestamp", "time_s", "seconds", "frame_time")
 # Relative difference in frame period tolerated before a feature file counts as another rate.
 RATE_TOLERANCE = 0.01
 
@@ -80,7 +79,8 @@ def read_input(path: str, recognizer) -> Track:
             return _timed(path, data.values, data.frame_times, None, "arff", recognizer)
         if ext == ".csv":
             return _read_csv(path, recognizer)
-    except (audio_lib.AudioError, arff_lib.ArffError, openface.OpenFaceError) as e:
+    except (audio_lib.AudioError, arff_lib.ArffError, openface.OpenFaceError,
+            timeseries.TimeseriesError) as e:
         raise MediaError(str(e)) from None
     except (OSError, UnicodeDecodeError) as e:
         raise MediaError(f"{path}: cannot be read ({e})") from None
@@ -111,38 +111,13 @@ def _read_audio(path: str, recognizer) -> Track:
 
 
 def _read_csv(path: str, recognizer) -> Track:
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        lines = [line for line in f.read().splitlines() if line.strip()]
-    if not lines:
-        raise MediaError(f"{path}: empty file, expected a CSV header row and feature rows")
-    header = [h.strip() for h in lines[0].split(",")]
-    if "timestamp" in header and "success" in header:
+    header = timeseries.csv_header(path)
+    if timeseries.is_openface_header(header):
         groups = recognizer.feature_settings.get("groups") or openface.DEFAULT_GROUPS
         frames = openface.read_openface_csv(path, groups)
         return _timed(path, frames.features, frames.timestamps, frames.mask, "openface", recognizer)
-    delimiter = ";" if lines[0].count(";") > lines[0].count(",") else ","
-    rows = list(csv.reader(lines, delimiter=delimiter))
-    names = [n.strip() for n in rows[0]]
-    skip = 1 if len(names) > 1 and names[0].lower() in ("name", "instance_name") else 0
-    if names[skip].lower() not in TIME_COLUMNS:
-        raise MediaError(f"{path}: first column {names[skip]!r} is not a time column; expected a "
-                         f"CSV whose first column is one of {list(TIME_COLUMNS)} (seconds), then "
-                         f"the features, or an OpenFace 2.x CSV")
-    try:
-        table = np.array([[float(v) for v in row[skip:]] for row in rows[1:]], np.float64)
-    except ValueError:
-        for lineno, row in enumerate(rows[1:], start=2):
-            if len(row) != len(names):
-                raise MediaError(f"{path}:{lineno}: {len(row)} fields, expected {len(names)} "
-                                 f"(one per header column)") from None
-            for value in row[skip:]:
-                try:
-                    float(value)
-                except ValueError:
-                    raise MediaError(f"{path}:{lineno}: {value!r} is not a number") from None
-        raise
-    table = table.reshape(len(rows) - 1, len(names) - skip)
-    return _timed(path, table[:, 1:].astype(np.float32), table[:, 0], None, "csv", recognizer)
+    frames = timeseries.read_timed_csv(path)
+    return _timed(path, frames.values, frames.times, frames.valid, "csv", recognizer)
 
 
 def _timed(path, values, times, valid, kind, recognizer) -> Track:
