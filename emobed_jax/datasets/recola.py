@@ -30,11 +30,13 @@ import os
 import re
 
 import numpy as np
-import scipy.stats
 import tensorflow_datasets as tfds
 
+from emobed_jax.features import align as align_lib
 from emobed_jax.features import arff as arff_lib
 from emobed_jax.features import audio as audio_lib
+# Shared with the other builders (features.align); kept importable as recola.pool_to_label_frames.
+from emobed_jax.features.align import pool_to_label_frames
 
 __all__ = ["Recola", "RecolaConfig", "RecolaError", "Stream", "PackageLayout", "scan_package",
            "align_length", "pool_to_label_frames"]
@@ -46,7 +48,6 @@ FEATURE_DIMENSIONS = ("arousal", "valence", "both")
 DIMENSIONS = ("arousal", "valence")
 SPLIT_PREFIXES = {"train": "train", "validation": "dev", "test": "test"}
 FRAME_HOP_S = 0.04
-MAX_LENGTH_MISMATCH = 2  # frames; larger differences are errors, not rounding at the ends
 GOLD_DIR, AUDIO_DIR, FEATURE_PREFIX = "ratings_gold_standard", "recordings_audio", "features_"
 EGEMAPS_SAMPLE_RATE = 16000
 _RECORDING_RE = re.compile(r"^(train|dev|test)_(.+)\.arff$")
@@ -235,50 +236,15 @@ def scan_package(manual_dir: str | os.PathLike, config: RecolaConfig) -> Package
 
 
 def align_length(x: np.ndarray, num_frames: int, path: str, gold_path: str) -> np.ndarray:
-    """Trims or edge-pads ``x`` [n, ...] to ``num_frames`` when they differ by at most 2 frames.
+    """``features.align.align_length`` (trim or edge-pad by up to 2 frames), raising RecolaError.
 
     Raises:
         RecolaError: a larger difference, naming both files and lengths.
     """
-    n = x.shape[0]
-    if n == num_frames:
-        return x
-    if abs(n - num_frames) > MAX_LENGTH_MISMATCH:
-        raise RecolaError(f"{path} has {n} frames but the gold standard {gold_path} has {num_frames}; "
-                          f"expected equal lengths (up to {MAX_LENGTH_MISMATCH} frames are trimmed/padded)")
-    log.warning("RECOLA: %s has %d frames, gold standard %d: %s to match", path, n, num_frames,
-                "trimmed" if n > num_frames else "edge-padded")
-    if n > num_frames:
-        return x[:num_frames]
-    return np.concatenate([x, np.repeat(x[-1:], num_frames - n, axis=0)], axis=0)
-
-
-def pool_to_label_frames(values: np.ndarray, centres_s: np.ndarray, num_frames: int,
-                         frame_hop_s: float = FRAME_HOP_S) -> np.ndarray:
-    """Mean-pools frames at times ``centres_s`` into label frames centred at t * frame_hop_s.
-
-    Label frame t averages the frames whose centres lie in [t*hop - hop/2, t*hop + hop/2); one
-    with no such frame (past the end of the audio) copies the nearest filled one (ties: later).
-
-    Args:
-        values: [K, D] frame features; centres_s: [K] their centre times in seconds.
-        num_frames: label frames wanted; frame_hop_s: label period.
-
-    Returns:
-        [num_frames, D] float32.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    edges = (np.arange(num_frames + 1) - 0.5) * frame_hop_s - 1e-9  # boundary frames go right
-    pooled = scipy.stats.binned_statistic(np.asarray(centres_s, dtype=np.float64), values.T,
-                                          statistic="mean", bins=edges).statistic.T
-    filled = np.flatnonzero(~np.isnan(pooled).any(axis=1))
-    if filled.size == 0:
-        raise ValueError(f"pool_to_label_frames: no frame falls within the {num_frames} label frames")
-    t = np.arange(num_frames)
-    pos = np.searchsorted(filled, t)
-    left, right = filled[np.maximum(pos - 1, 0)], filled[np.minimum(pos, filled.size - 1)]
-    source = np.where(np.abs(t - left) < np.abs(right - t), left, right)
-    return pooled[source].astype(np.float32)
+    try:
+        return align_lib.align_length(x, num_frames, path, gold_path)
+    except align_lib.AlignError as e:
+        raise RecolaError(str(e)) from None
 
 
 def _labels(path: str) -> np.ndarray:
