@@ -274,7 +274,8 @@ def write_corpus(out: str | os.PathLike, level: str = "frame", train: int = 6,
     Returns:
         Summary: out, level, seed, label_names, classes (utterance level), modalities
         ({name: {"ext", "rate_hz", "features"}}), recordings ({split: [ids]}), groups ({split:
-        [speakers]}), missing ({split: {modality: [ids]}}), label_rate_hz (frame level),
+        [speakers]}), missing ({split: {modality: [ids without that file]}}, only where some
+        are), label_rate_hz (frame level),
         files, bytes.
 
     Raises:
@@ -350,7 +351,8 @@ def write_corpus(out: str | os.PathLike, level: str = "frame", train: int = 6,
                                         "physio": len(PHYSIO_FEATURES)}[m]}
                        for m, (ext, rate) in MODALITIES.items()},
         "recordings": recordings, "groups": groups,
-        "missing": {s: {m: ids for m, ids in v.items() if ids} for s, v in missing.items()},
+        "missing": {s: {m: ids for m, ids in v.items() if ids}
+                    for s, v in missing.items() if any(v.values())},
         "files": len(files), "bytes": sum(p.stat().st_size for p in files)}
     if level == "frame":
         summary["label_rate_hz"] = LABEL_RATE
