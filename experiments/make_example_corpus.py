@@ -12,7 +12,7 @@ from them:
                     recording lacks a 1-2 s stretch of rows (dropped frames); the first recording
                     of each split starts 0.2 s late (within the alignment tolerance).
   physio/<id>.csv   50 Hz, `time` + heart rate, skin conductance and respiration rate, following
-                    arousal with lags of 1-3 s.
+                    arousal with lags of 1-2.5 s; the sensors run 0.5 s past the labels' end.
 
 Frame level (default): `labels/<id>.csv` with `time,arousal,valence,dominance` at 25 Hz, ids
 `<split>_<nn>`; the last training recording (with 4 or more) has no physio file (a sensor not
@@ -165,8 +165,10 @@ def _video(rng: np.random.Generator, latent: np.ndarray, spk: dict, duration_s: 
 
 def _physio(rng: np.random.Generator, latent: np.ndarray, spk: dict,
             duration_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """(times [M], features [M, 3]) at 50 Hz: heart rate, skin conductance, respiration rate."""
-    times = np.arange(int(np.floor(duration_s * PHYSIO_RATE + 1e-9)) + 1) / PHYSIO_RATE
+    """(times [M], features [M, 3]) at 50 Hz: heart rate, skin conductance, respiration rate.
+
+    The sensors run 0.5 s past the end of the labels, so alignment trims frames."""
+    times = np.arange(int(np.floor((duration_s + 0.5) * PHYSIO_RATE + 1e-9)) + 1) / PHYSIO_RATE
     n = len(times)
     # The body answers arousal late: heart rate after ~1 s, respiration ~1.5 s, skin ~2.5 s.
     hr = (spk["heart_rate"] + 12.0 * _at(latent, times, 1.0)[:, 0]

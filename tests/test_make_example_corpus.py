@@ -97,6 +97,7 @@ def test_frame_rates_and_coverage(frame_corpus):
         # Every stream covers the label range within the 0.5 s tolerance.
         for t in (video[:, 0], physio[:, 0]):
             assert t[0] <= 0.5 and t[-1] >= label_t[-1] - 0.5
+        assert physio[-1, 0] == pytest.approx(30.5)  # frames past the labels: trimmed
         wave, rate = soundfile.read(out / "audio" / f"{rid}.wav")
         assert rate == 16000 and wave.ndim == 1 and len(wave) == 30 * 16000
         assert 0.005 < np.sqrt(np.mean(wave ** 2)) < 0.5
