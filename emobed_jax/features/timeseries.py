@@ -21,8 +21,8 @@ import numpy as np
 
 from emobed_jax.features import openface
 
-__all__ = ["TIME_COLUMNS", "NAME_COLUMNS", "TimeseriesError", "TimedFrames", "csv_header",
-           "is_openface_header", "read_timed_csv", "read_npy"]
+__all__ = ["TIME_COLUMNS", "NAME_COLUMNS", "TimeseriesError", "TimedFrames", "NumericCsv", "csv_header",
+           "is_openface_header", "read_numeric_csv", "check_times", "read_timed_csv", "read_npy"]
 
 # Names a CSV time column may have (compared lower-case), seconds in every case.
 TIME_COLUMNS = ("frametime", "time", "timestamp", "time_s", "seconds", "frame_time")
@@ -97,6 +97,68 @@ def _row_error(path: str, lineno: int, row: list[str], names: list[str], skip: i
     return TimeseriesError(f"{path}:{lineno}: malformed row")
 
 
+@dataclasses.dataclass(frozen=True)
+class NumericCsv:
+    """A CSV of numbers with a header row.
+
+    Attributes:
+        names: the column names (a leading ``name`` / ``instance_name`` column left out).
+        linenos: [1 + rows] the file line of the header and of each row (blank lines skipped).
+        table: [rows, len(names)] float64.
+    """
+
+    names: tuple[str, ...]
+    linenos: tuple[int, ...]
+    table: np.ndarray
+
+
+def read_numeric_csv(path: str | os.PathLike) -> NumericCsv:
+    """Reads a CSV whose columns are all numbers (after an optional leading name column).
+
+    Raises:
+        FileNotFoundError: no such file.
+        TimeseriesError: empty file, a short or long row, or a value ``float`` refuses (an empty
+            field too); the message names the file, line and column.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: CSV file not found")
+    lines = _lines(path)
+    if not lines:
+        raise TimeseriesError(f"{path}: empty file, expected a CSV header row and feature rows")
+    linenos = [n for n, _ in lines]
+    rows = list(csv.reader([text for _, text in lines], delimiter=_delimiter(lines[0][1])))
+    names = [n.strip() for n in rows[0]]
+    skip = 1 if len(names) > 1 and names[0].lower() in NAME_COLUMNS else 0
+    try:
+        # One conversion for the whole table; only a failure pays for the per-row search.
+        table = np.array([[float(v) for v in row[skip:]] for row in rows[1:]], np.float64)
+        if any(len(row) != len(names) for row in rows[1:]):
+            raise ValueError("ragged")
+    except ValueError:
+        for lineno, row in zip(linenos[1:], rows[1:]):
+            if len(row) != len(names) or not _parses(row[skip:]):
+                raise _row_error(path, lineno, row, names, skip) from None
+        raise
+    return NumericCsv(tuple(names[skip:]), tuple(linenos),
+                      table.reshape(len(rows) - 1, len(names) - skip))
+
+
+def check_times(path: str, times: np.ndarray, linenos, column: str) -> None:
+    """Raises ``TimeseriesError`` at the first non-finite or non-increasing time, naming its line
+    (``linenos[1 + i]`` is row i's line, as in ``NumericCsv``) and the one before."""
+    bad = np.flatnonzero(~np.isfinite(times))
+    if bad.size:
+        raise TimeseriesError(f"{path}:{linenos[1 + bad[0]]}: time {times[bad[0]]} is not a finite "
+                              f"number of seconds (column {column!r})")
+    back = np.flatnonzero(np.diff(times) <= 0)
+    if back.size:
+        k = back[0] + 1
+        raise TimeseriesError(f"{path}:{linenos[1 + k]}: time {times[k]:g} s does not increase (the row "
+                              f"before, line {linenos[k]}, is at {times[k - 1]:g} s); expected strictly "
+                              f"increasing times in column {column!r}")
+
+
 def read_timed_csv(path: str | os.PathLike) -> TimedFrames:
     """Reads a per-frame CSV with a time column (see the module docstring).
 
@@ -113,48 +175,22 @@ def read_timed_csv(path: str | os.PathLike) -> TimedFrames:
             non-increasing times; the message names the file and line.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: CSV file not found")
-    lines = _lines(path)
-    if not lines:
-        raise TimeseriesError(f"{path}: empty file, expected a CSV header row and feature rows")
-    linenos = [n for n, _ in lines]
-    rows = list(csv.reader([text for _, text in lines], delimiter=_delimiter(lines[0][1])))
-    names = [n.strip() for n in rows[0]]
-    skip = 1 if len(names) > 1 and names[0].lower() in NAME_COLUMNS else 0
-    if names[skip].lower() not in TIME_COLUMNS:
-        raise TimeseriesError(f"{path}: first column {names[skip]!r} is not a time column; expected a "
+    header = csv_header(path)
+    time_column = header[1 if len(header) > 1 and header[0].lower() in NAME_COLUMNS else 0]
+    if time_column.lower() not in TIME_COLUMNS:
+        raise TimeseriesError(f"{path}: first column {time_column!r} is not a time column; expected a "
                               f"CSV whose first column is one of {list(TIME_COLUMNS)} (seconds), then "
                               f"the features, or an OpenFace 2.x CSV")
-    if len(names) - skip < 2:
-        raise TimeseriesError(f"{path}:{linenos[0]}: no feature column after the time column "
-                              f"{names[skip]!r}; expected at least one")
-    try:
-        # One conversion for the whole table; only a failure pays for the per-row search.
-        table = np.array([[float(v) for v in row[skip:]] for row in rows[1:]], np.float64)
-        if any(len(row) != len(names) for row in rows[1:]):
-            raise ValueError("ragged")
-    except ValueError:
-        for lineno, row in zip(linenos[1:], rows[1:]):
-            if len(row) != len(names) or not _parses(row[skip:]):
-                raise _row_error(path, lineno, row, names, skip) from None
-        raise
-    table = table.reshape(len(rows) - 1, len(names) - skip)
-    times = table[:, 0]
-    bad = np.flatnonzero(~np.isfinite(times))
-    if bad.size:
-        raise TimeseriesError(f"{path}:{linenos[1 + bad[0]]}: time {times[bad[0]]} is not a finite "
-                              f"number of seconds (column {names[skip]!r})")
-    back = np.flatnonzero(np.diff(times) <= 0)
-    if back.size:
-        k = back[0] + 1
-        raise TimeseriesError(f"{path}:{linenos[1 + k]}: time {times[k]:g} s does not increase (the row "
-                              f"before, line {linenos[k]}, is at {times[k - 1]:g} s); expected strictly "
-                              f"increasing times in column {names[skip]!r}")
-    values = table[:, 1:]
+    data = read_numeric_csv(path)
+    if len(data.names) < 2:
+        raise TimeseriesError(f"{path}:{data.linenos[0]}: no feature column after the time column "
+                              f"{time_column!r}; expected at least one")
+    times = data.table[:, 0]
+    check_times(path, times, data.linenos, time_column)
+    values = data.table[:, 1:]
     valid = np.isfinite(values).all(axis=1)
     values = np.where(valid[:, None], values, 0.0).astype(np.float32)
-    return TimedFrames(values, times, valid, tuple(names[skip + 1:]))
+    return TimedFrames(values, times, valid, data.names[1:])
 
 
 def _parses(fields: list[str]) -> bool:
