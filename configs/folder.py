@@ -21,7 +21,7 @@ and refuses other ones; `--config.data.rebuild=True` prepares it again).
 
 Expected result on the example corpus (seed 0, 2-core CPU): TODO(measure once the emotion_folder
 builder lands) validation ccc_mean of emobed,audio. For scale, a ridge regression on per-frame
-video+physio features reaches validation CCC .56/.83/.53 (arousal/valence/dominance) and one on
+video+physio features reaches validation CCC .54/.83/.53 (arousal/valence/dominance) and one on
 1 s-smoothed log-mel audio .85 arousal (tests/test_make_example_corpus.py).
 """
 from emobed_jax import config as config_lib
