@@ -245,3 +245,14 @@ def test_bad_input_names_the_file_and_writes_nothing(tmp_path, case):
     assert message in str(e.value) and root in str(e.value), e.value
     written = [f for _, _, files in os.walk(tmp_path / "data") for f in files]
     assert "dataset_info.json" not in written, written
+
+
+def test_egemaps_config(tmp_path):
+    pytest.importorskip("opensmile", reason="opensmile (pip install opensmile==2.6.0) not installed")
+    corpus = write_frame_corpus(tmp_path / "corpus", duration_s=0.8)
+    builder = _build(corpus.root, tmp_path / "data", "egemaps")
+    assert builder.info.metadata["feature_dims"]["audio"] == 25
+    assert builder.info.metadata["sources"]["audio"] == "audio/ (wav, egemaps)"
+    ex = builder.as_data_source("validation")[0]
+    assert ex["audio"].shape == (len(corpus.grid), 25) and np.isfinite(ex["audio"]).all()
+    assert builder.feature_settings()["audio"] == {"kind": "egemaps", "frame_hop_s": pytest.approx(0.04)}
