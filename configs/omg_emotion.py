@@ -2,12 +2,12 @@
 
 Needs the OMG-Emotion CSVs plus the media prepared by experiments/prepare_omg.py and OpenFace
 (README "OMG-Emotion"). The config argument is METHOD,TARGET,TASK with TARGET `audio` or `video`
-and TASK `category` (default) or `arousal_valence`:
+and TASK `category` (default) or `regression` (arousal and valence):
 
     python experiments/main.py --config=configs/omg_emotion.py:emobed,audio,category \
         --workdir=runs/omg_emobed_audio_cat --config.data.manual_dir=/path/to/omg
 
-    python experiments/main.py --config=configs/omg_emotion.py:emobed,video,arousal_valence \
+    python experiments/main.py --config=configs/omg_emotion.py:emobed,video,regression \
         --workdir=runs/omg_emobed_video_av --config.data.manual_dir=/path/to/omg --mode=eval
 
 Eval writes `predictions_<split>.csv` in the official CSV's row order
@@ -39,7 +39,7 @@ def get_config(arg: str | None = None):
     config.loss.class_weights = "inverse"  # Surprise is ~1% of training utterances
     config.loss.positives = "class"
     config_lib.apply_arg(config, arg)
-    if config.task == "arousal_valence":
+    if config.task == "regression":
         # Utterance-level CCC loss; positives for the crossmodal term by label distance
         # (arousal in [0, 1], valence in [-1, 1]).
         config.loss.positives = "distance"

@@ -55,10 +55,22 @@ def run_ablation(config, workdir: str, num_seeds: int, methods, targets, devices
     return runs
 
 
-def primary_metrics(task: str):
-    """The metrics the table reports."""
-    return ("accuracy", "uar", "macro_f1") if task == "category" else (
-        "ccc_arousal", "ccc_valence", "ccc_mean")
+def primary_metrics(task: str, reported: dict) -> tuple:
+    """The metrics the table reports: accuracy, UAR and macro-F1, or the CCC of every label
+    dimension and their mean (the dimensions are those `reported`, one evaluation's metrics, has:
+    a `pearson_<dim>` per dimension)."""
+    if task == "category":
+        return ("accuracy", "uar", "macro_f1")
+    return tuple(f"ccc_{k[len('pearson_'):]}" for k in reported if k.startswith("pearson_")) + (
+        "ccc_mean",)
+
+
+def _reported(runs: dict) -> dict:
+    """One evaluation's metrics from the runs (they all report the same names)."""
+    for res in runs.values():
+        for per_seed in res["metrics"].values():
+            return per_seed[0]
+    return {}
 
 
 def paired_tests(values: np.ndarray, baseline: np.ndarray) -> dict:
@@ -85,7 +97,7 @@ def summarize(runs: dict, methods, targets, task: str) -> dict:
                 if res is None or split not in res["metrics"]:
                     continue
                 base = runs.get(f"monomodal_{target}")
-                for metric in primary_metrics(task):
+                for metric in primary_metrics(task, _reported(runs)):
                     vals = np.asarray([m[metric] for m in res["metrics"][split]], np.float64)
                     entry = {"values": vals.tolist(), "mean": float(vals.mean()),
                              "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
@@ -96,17 +108,18 @@ def summarize(runs: dict, methods, targets, task: str) -> dict:
     return table
 
 
-def markdown(table: dict, task: str, num_seeds: int) -> str:
+def markdown(table: dict, num_seeds: int) -> str:
     """The table as Markdown: mean ± std, and Δ vs monomodal with p-values."""
     lines = [f"# Ablation ({num_seeds} seeds per cell; mean ± std over seeds)", ""]
     for split, by_target in table.items():
         for target, by_method in by_target.items():
+            names = list(next(iter(by_method.values())))
             lines += [f"## {split}, target `{target}`", "",
-                      "| method | " + " | ".join(primary_metrics(task)) + " |",
-                      "| --- |" + " --- |" * len(primary_metrics(task))]
+                      "| method | " + " | ".join(names) + " |",
+                      "| --- |" + " --- |" * len(names)]
             for method, metrics in by_method.items():
                 cells = []
-                for metric in primary_metrics(task):
+                for metric in names:
                     e = metrics[metric]
                     cell = f"{e['mean']:.4f} ± {e['std']:.4f}"
                     if "diff_mean" in e:
@@ -120,7 +133,7 @@ def markdown(table: dict, task: str, num_seeds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(path: str, table: dict, task: str) -> None:
+def plot(path: str, table: dict) -> None:
     """Bars with ±std error bars: one panel per split x target, one group per metric."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -128,10 +141,10 @@ def plot(path: str, table: dict, task: str) -> None:
     panels = [(s, t) for s, by_t in table.items() for t in by_t]
     fig = Figure(figsize=(6 * max(len(panels), 1), 4))
     FigureCanvasAgg(fig)
-    metrics = primary_metrics(task)
     for i, (split, target) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         by_method = table[split][target]
+        metrics = list(next(iter(by_method.values())))
         width = 0.8 / max(len(by_method), 1)
         for j, (method, vals) in enumerate(by_method.items()):
             x = np.arange(len(metrics)) + j * width
@@ -154,8 +167,8 @@ def write_reports(workdir: str, runs: dict, methods, targets, task: str, num_see
                                "metrics": r["metrics"]} for name, r in runs.items()},
                "summary": table}
     for name, content in (("ablation.json", json.dumps(payload, indent=2, default=float)),
-                          ("ablation.md", markdown(table, task, num_seeds))):
+                          ("ablation.md", markdown(table, num_seeds))):
         with atomic.atomic_write(os.path.join(workdir, name)) as f:
             f.write(content)
-    plot(os.path.join(workdir, "ablation.png"), table, task)
+    plot(os.path.join(workdir, "ablation.png"), table)
     return table

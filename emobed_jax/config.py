@@ -15,7 +15,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.method = "emobed"
     c.target_modality = "audio"
     c.modalities = ("audio", "video")
-    c.task = "arousal_valence"
+    c.task = "regression"
     c.seed = 0
     c.num_seeds = 1  # > 1: train seeds seed..seed+K-1 as vmapped replicas (experiments/ablation.py)
     c.num_train_steps = 600
@@ -48,6 +48,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.normalize = True
     c.data.nonfinite = "mask"
     c.data.missing_auxiliary = "mask"
+    # Label dimensions to learn and score (empty: every dimension the dataset has), in this order.
+    c.data.label_names = ()
+    # Seconds per label dimension (a name not listed: no delay), e.g. "{'arousal': 2.4}".
     c.data.label_delay_s = ml_collections.ConfigDict({"arousal": 0.0, "valence": 0.0})
     c.data.frame_rate_hz = 25.0
     c.data.prefetch_threads = 2
@@ -149,12 +152,12 @@ def best_metric(config) -> str:
     return "uar" if config.task == "category" else "ccc_mean"
 
 
-def _check_best_metric(config, level=None, group_key=None) -> None:
+def _check_best_metric(config, level=None, group_key=None, label_names=("*",)) -> None:
     import fnmatch
 
     from emobed_jax.evaluation import evaluators
 
-    valid = evaluators.metric_names(config.task, level, group_key)
+    valid = evaluators.metric_names(config.task, level, group_key, label_names)
     name = best_metric(config)
     if not any(fnmatch.fnmatchcase(name, v) for v in valid):
         raise ValueError(f"config.best_metric={config.best_metric!r} is not a validation metric of "
@@ -218,6 +221,10 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
         raise ValueError("config.model.causal=True with config.model.bidirectional=True: a causal "
                          "model sees no future frame, a bidirectional one does; expected "
                          "model.bidirectional=False with model.causal=True")
+    names = config.data.label_names
+    if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"config.data.label_names={names!r}: expected a tuple of label dimension "
+                         f"names (empty: every dimension of the dataset)")
     delays = dict(config.data.label_delay_s)
     if any(float(d) < 0 for d in delays.values()):
         raise ValueError(f"config.data.label_delay_s={delays}: expected delays >= 0")
@@ -226,7 +233,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
 
 def validate_against_dataset(config, info) -> None:
     """The checks that need the dataset's description (`loading.DatasetInfo`): its label-grid
-    rate, the best metric at its level, and the loss options at its level."""
+    rate, the best metric at its level and label dimensions, and the loss options at its level.
+    (`data.label_names` and `data.label_delay_s` are checked when the labels are selected.)"""
     from emobed_jax.losses import objective
 
     rate = info.conventions.frame_rate_hz
@@ -234,4 +242,4 @@ def validate_against_dataset(config, info) -> None:
         raise ValueError(f"config.data.frame_rate_hz={config.data.frame_rate_hz} does not match "
                          f"dataset {info.name!r}, whose labels are at {rate} Hz; expected {rate}")
     objective.validate_config(config, info.level)
-    _check_best_metric(config, info.level, info.conventions.group_key)
+    _check_best_metric(config, info.level, info.conventions.group_key, info.label_names)

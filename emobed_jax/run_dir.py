@@ -44,11 +44,9 @@ class RunDirError(ValueError):
 
 def dataset_record(info, delays, config) -> dict:
     """The JSON-able description of the dataset a run was trained on."""
-    from emobed_jax.data import loading
-
     return {
         "name": info.name, "level": info.level, "modalities": list(info.modalities),
-        "feature_dims": dict(info.feature_dims), "label_names": list(loading.REGRESSION_NAMES),
+        "feature_dims": dict(info.feature_dims), "label_names": list(info.label_names),
         "class_names": None if info.class_names is None else list(info.class_names),
         "frame_rate_hz": float(config.data.frame_rate_hz),
         "label_delay_frames": [int(d) for d in np.asarray(delays)],
@@ -93,6 +91,8 @@ def read(workdir: str) -> dict:
     if record.get("format") != FORMAT:
         raise RunDirError(f"{path}: format {record.get('format')!r}, expected {FORMAT} "
                           f"(written by emobed-jax {record.get('emobed_jax_version')})")
+    if record["config"].get("task") == "arousal_valence":  # the name of 'regression' until 0.2
+        record["config"]["task"] = "regression"
     record["config"] = ml_collections.ConfigDict(record["config"])
     record["stats"] = None
     if record.get("normalized"):

@@ -186,10 +186,10 @@ def pipeline_throughput(dims: dict, batch: int, length: int, num_batches: int) -
         valid={m: [np.ones(frames, bool) for _ in range(recordings)] for m in dims},
         regression=[rng.uniform(-1, 1, (frames, 2)).astype(np.float32) for _ in range(recordings)],
         categories=None, extra={}, nonfinite_frames={m: 0 for m in dims})
-    examples = batching.prepare_examples(data, "frame", "arousal_valence", tuple(sorted(dims)),
+    examples = batching.prepare_examples(data, "frame", "regression", tuple(sorted(dims)),
                                          np.zeros(2, np.int64))
     specs = batching.window_specs(examples, list(range(recordings)), length, max(length // 2, 1))
-    ds = batching.train_dataset(examples, specs, batch, 0, "arousal_valence",
+    ds = batching.train_dataset(examples, specs, batch, 0, "regression",
                                 {m: length for m in dims})
     it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
     next(it)

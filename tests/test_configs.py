@@ -58,7 +58,7 @@ def test_config_keys_match_base():
     ("batch_size", 7, "not divisible by the 2 devices"),
     ("loss.mining", "random", "expected one of ['batch_hard', 'semi_hard']"),
     ("best_metric", "uar", "config.best_metric='uar' is not a validation metric of "
-                           "task='arousal_valence'"),
+                           "task='regression'"),
     ("best_metric", "ccc_mean_per_video", None),  # a per-group name is valid before the dataset
     ("loss.num_bins", 1, "config.loss.num_bins=1"),
     ("loss.temperature", 0.0, "config.loss.temperature=0.0"),

@@ -164,7 +164,7 @@ def utterance_batch(task, seed=1):
     return emb, outputs, batch
 
 
-def make_objective(method, align, level, task="arousal_valence", regression="ccc", w_aux=W_AUX):
+def make_objective(method, align, level, task="regression", regression="ccc", w_aux=W_AUX):
     return objective.Objective(
         method=method, target=TARGET, modalities=(TARGET,) if method == "monomodal" else MODALITIES,
         task=task, level=level, regression=regression,
@@ -228,7 +228,7 @@ def test_total_at_frame_level(method, align):
 
 @pytest.mark.parametrize("method, align", CASES)
 def test_total_at_utterance_level(method, align):
-    emb, outputs, batch = utterance_batch("arousal_valence")
+    emb, outputs, batch = utterance_batch("regression")
     here = {m: (batch["target_mask"] > 0) & (batch["lengths"][m] > 0) for m in MODALITIES}
     task_terms = {m: ref_regression("ccc", outputs[m], batch["targets"], here[m])
                   for m in MODALITIES}
@@ -265,7 +265,7 @@ def test_regression_losses_at_frame_level(regression):
 
 
 def test_w_aux_scales_the_auxiliary_terms():
-    emb, outputs, batch = utterance_batch("arousal_valence")
+    emb, outputs, batch = utterance_batch("regression")
     low, m_low = run(make_objective("joint", "triplet", "utterance", w_aux=0.2), emb, outputs,
                      batch)
     high, _ = run(make_objective("joint", "triplet", "utterance", w_aux=1.2), emb, outputs, batch)

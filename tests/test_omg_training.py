@@ -58,9 +58,9 @@ def test_category_training_beats_chance_and_exports_official_order(omg_dirs, tmp
     assert os.path.exists(os.path.join(tmp_path, "plot_embeddings_validation.png"))
 
 
-def test_arousal_valence_task_reports_official_and_per_video_ccc(omg_dirs, tmp_path):
+def test_regression_task_reports_official_and_per_video_ccc(omg_dirs, tmp_path):
     _, manual, data_dir = omg_dirs
-    config = _config(manual, data_dir, "joint,video,arousal_valence")
+    config = _config(manual, data_dir, "joint,video,regression")
     config.num_train_steps = 10
     results = train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
     val = results["metrics"]["validation"]

@@ -26,10 +26,15 @@ def test_delay_frames_from_seconds(tiny_config):
     config = tiny_config()
     config.data.label_delay_s.arousal = 2.0
     config.data.label_delay_s.valence = 0.4
-    np.testing.assert_array_equal(delay.delay_frames(config), [50, 10])
+    np.testing.assert_array_equal(delay.delay_frames(config, ("arousal", "valence")), [50, 10])
+    # Any label dimensions: a name not configured has no delay; the order is the run's.
+    np.testing.assert_array_equal(delay.delay_frames(config, ("valence", "arousal", "dominance")),
+                                  [10, 50, 0])
+    with pytest.raises(ValueError, match=r"names \['arousal'\], which are not label dimensions"):
+        delay.delay_frames(config, ("valence", "dominance"))
     config.data.label_delay_s.valence = -1.0
     with pytest.raises(ValueError, match="expected delays >= 0"):
-        delay.delay_frames(config)
+        delay.delay_frames(config, ("arousal", "valence"))
 
 
 def _examples(lengths):
@@ -39,7 +44,7 @@ def _examples(lengths):
         valid={"audio": [np.ones(n, bool) for n in lengths]},
         regression=[np.zeros((n, 2), np.float32) for n in lengths], categories=None, extra={},
         nonfinite_frames={"audio": 0})
-    return batching.prepare_examples(data, "frame", "arousal_valence", ("audio",), np.array([0, 0]))
+    return batching.prepare_examples(data, "frame", "regression", ("audio",), np.array([0, 0]))
 
 
 def test_window_specs_cover_every_frame():
@@ -79,7 +84,7 @@ def test_features_are_normalised_with_training_statistics(tiny_config):
 
 def test_evaluation_batches_carry_only_the_target_modality(tiny_config):
     exp = experiment.build(tiny_config(method="emobed"), devices=jax.devices()[:1])
-    batches = list(batching.eval_batches(exp.splits["validation"], 4, "arousal_valence",
+    batches = list(batching.eval_batches(exp.splits["validation"], 4, "regression",
                                          modalities=("audio",)))
     assert all(set(b["features"]) == {"audio"} for b in batches)
     assert batches[0]["index"].tolist() == [0, 1, 2, 3]
@@ -119,3 +124,59 @@ def test_nonfinite_features_are_masked_and_counted_or_raise():
     with pytest.raises(ValueError, match=r"example 'r0': modality 'video' has non-finite values "
                                          r"\(first at frame 1\)"):
         loading.read_split(_fake_builder(video), "train", ("audio", "video"), "raise")
+
+
+def _labelled_builder(label_shape):
+    """A prepared-builder stand-in whose data declare three label dimensions in metadata."""
+    shape = types.SimpleNamespace
+    features = {"name": None, "audio": shape(shape=(None, 2)), "video": shape(shape=(None, 3)),
+                **{k: shape(shape=label_shape) for k in ("dominance", "arousal", "valence")}}
+    values = {k: np.full(label_shape and (4,), v, np.float32)
+              for k, v in (("dominance", 3.0), ("arousal", 1.0), ("valence", 2.0))}
+    ex = {"name": b"r0", "audio": np.ones((4, 2), np.float32), "video": np.ones((4, 3), np.float32),
+          **values}
+    metadata = {"label_names": ["dominance", "arousal", "valence"],
+                "conventions": {"frame_rate_hz": 10.0, "group_key": None}}
+    info = types.SimpleNamespace(features=features, metadata=metadata,
+                                 splits={"train": None, "validation": None})
+    return types.SimpleNamespace(name="corpus", info=info,
+                                 as_data_source=lambda split: _FakeSource([ex]))
+
+
+@pytest.mark.parametrize("label_shape, level", [((None,), "frame"), ((), "utterance")])
+def test_label_dimensions_come_from_the_dataset(tiny_config, label_shape, level):
+    """Any label names and count: the data's order, or config.data.label_names's subset."""
+    config = tiny_config()
+    builder = _labelled_builder(label_shape)
+    info = loading.dataset_info(builder, config)
+    assert info.label_names == ("dominance", "arousal", "valence") and info.level == level
+    assert info.conventions.frame_rate_hz == 10.0
+    assert experiment.num_outputs(config, info) == 3
+    config.data.label_names = ("valence", "dominance")
+    info = loading.dataset_info(builder, config)
+    assert info.label_names == ("valence", "dominance")
+    data = loading.read_split(builder, "train", ("audio",), "mask", info.label_names)
+    expected = [2.0, 3.0] if level == "utterance" else [[2.0, 3.0]] * 4
+    np.testing.assert_array_equal(data.regression[0], expected)
+    config.data.label_names = ("liking",)
+    with pytest.raises(ValueError, match=r"label_names names \['liking'\].*expected a subset of "
+                                         r"\['dominance', 'arousal', 'valence'\]"):
+        loading.dataset_info(builder, config)
+
+
+def test_predictions_csv_has_a_column_per_label_dimension(tmp_path):
+    from emobed_jax.evaluation import evaluators
+
+    data = loading.SplitData(names=["r0"], features={}, valid={}, categories=None, extra={},
+                             nonfinite_frames={}, regression=[np.array([[1.0, 2.0, 3.0]] * 2)])
+    examples = batching.Examples(data=data, targets=[], target_valid=[], level="frame",
+                                 modalities=())
+    path = tmp_path / "p.csv"
+    evaluators.write_predictions(str(path), examples, [np.array([[0.5, 0.25, 0.125]] * 2)],
+                                 "regression", 10.0, label_names=("a", "v", "d"))
+    assert path.read_text().splitlines() == [
+        "recording,frameTime,a,v,d,a_gold,v_gold,d_gold",
+        "r0,0.00,0.500000,0.250000,0.125000,1.000000,2.000000,3.000000",
+        "r0,0.10,0.500000,0.250000,0.125000,1.000000,2.000000,3.000000"]
+    assert evaluators.metric_names("regression", "frame", None, ("d",)) >= {
+        "ccc_d", "ccc_d_per_recording", "ccc_mean"}

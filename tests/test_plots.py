@@ -8,6 +8,8 @@ from PIL import Image
 
 from emobed_jax.evaluation import metrics, plots
 
+NAMES = ("arousal", "valence")
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -32,12 +34,12 @@ def test_plot_predictions_writes_png_and_limits_rows(tmp_path):
     rng = np.random.default_rng(0)
     recordings = [(f"dev_{i}", *_recording(rng, 100 + 10 * i, 0.2)) for i in range(5)]
     path = tmp_path / "plot_predictions_validation.png"
-    assert plots.plot_predictions(path, recordings, max_recordings=2) == str(path)
+    assert plots.plot_predictions(path, recordings, NAMES, max_recordings=2) == str(path)
     assert_png(str(path))
     with Image.open(path) as two_rows:
         height_two = two_rows.size[1]
     path_one = tmp_path / "one" / "p.png"  # parent directory is created
-    plots.plot_predictions(path_one, recordings, max_recordings=1)
+    plots.plot_predictions(path_one, recordings, NAMES, max_recordings=1)
     with Image.open(path_one) as one_row:
         assert one_row.size[1] < height_two  # one row per recording, capped by max_recordings
 
@@ -46,20 +48,20 @@ def test_plot_predictions_overwrites_existing_file(tmp_path):
     path = tmp_path / "p.png"
     path.write_bytes(b"old content")
     gold = np.zeros((30, 2))
-    plots.plot_predictions(path, [("r", gold + 0.1, gold)])
+    plots.plot_predictions(path, [("r", gold + 0.1, gold)], NAMES)
     assert_png(str(path))
 
 
 def test_plot_predictions_rejects_bad_shapes(tmp_path):
     gold = np.zeros((50, 2))
     with pytest.raises(ValueError, match=r"recording 'bad'.*\(49, 2\).*\(50, 2\)"):
-        plots.plot_predictions(tmp_path / "p.png", [("bad", gold[:49], gold)])
+        plots.plot_predictions(tmp_path / "p.png", [("bad", gold[:49], gold)], NAMES)
     with pytest.raises(ValueError, match=r"one column per name"):
-        plots.plot_predictions(tmp_path / "p.png", [("r", gold[:, :1], gold[:, :1])])
+        plots.plot_predictions(tmp_path / "p.png", [("r", gold[:, :1], gold[:, :1])], NAMES)
     with pytest.raises(ValueError, match="empty"):
-        plots.plot_predictions(tmp_path / "p.png", [])
+        plots.plot_predictions(tmp_path / "p.png", [], NAMES)
     with pytest.raises(ValueError, match="frame_rate_hz"):
-        plots.plot_predictions(tmp_path / "p.png", [("r", gold, gold)], frame_rate_hz=0)
+        plots.plot_predictions(tmp_path / "p.png", [("r", gold, gold)], NAMES, frame_rate_hz=0)
     assert not os.listdir(tmp_path)  # nothing written on error
 
 
@@ -67,10 +69,10 @@ def test_plot_utterance_scatter(tmp_path):
     rng = np.random.default_rng(1)
     gold = rng.uniform(-1, 1, size=(80, 2))
     path = tmp_path / "scatter.png"
-    plots.plot_utterance_scatter(path, gold + 0.3 * rng.normal(size=gold.shape), gold)
+    plots.plot_utterance_scatter(path, gold + 0.3 * rng.normal(size=gold.shape), gold, NAMES)
     assert_png(str(path))
     with pytest.raises(ValueError, match=r"\(80, 2\).*\(79, 2\)"):
-        plots.plot_utterance_scatter(tmp_path / "x.png", gold, gold[:79])
+        plots.plot_utterance_scatter(tmp_path / "x.png", gold, gold[:79], NAMES)
 
 
 def test_normalize_confusion_values_and_uar():

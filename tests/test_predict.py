@@ -239,7 +239,7 @@ def test_utterance_rows(tmp_path):
     cli.write_csv(str(tmp_path / "c.csv"), pred, None, fake, "clip")
     assert _read_csv(tmp_path / "c.csv") == [
         {"name": "clip", "category": "b", "p_a": "0.200000", "p_b": "0.500000", "p_c": "0.300000"}]
-    fake.task = "arousal_valence"
+    fake.task = "regression"
     cli.write_csv(str(tmp_path / "r.csv"), recognizer.Prediction(np.array([0.1, -0.25]), None),
                   None, fake, "clip")
     assert _read_csv(tmp_path / "r.csv") == [

@@ -4,7 +4,7 @@ Batch layout (numpy, what the train and eval steps consume):
   features[m] [B, T_m, D_m] float32   frames (invalid and padded frames are 0)
   lengths[m]  [B] int32               frames per example (padding excluded)
   masks[m]    [B, T_m] float32        1 for frames that exist and carry information
-  targets     [B, T, 2] / [B, 2] float32 (arousal, valence) or [B] int32 (category)
+  targets     [B, T, K] / [B, K] float32 (the K label dimensions) or [B] int32 (category)
   target_mask [B, T] / [B] float32    1 where the target is scored
   index       [B] int32               example index in the split (-1 for padding rows)
 
@@ -30,7 +30,7 @@ class Examples:
     """A split prepared for batching (targets already delay-shifted at frame level)."""
 
     data: loading.SplitData
-    targets: list  # [T, 2] / [2] float32, or int
+    targets: list  # [T, K] / [K] float32, or int
     target_valid: list  # [T] bool, or bool
     level: str
     modalities: tuple
@@ -107,10 +107,11 @@ def _empty_batch(examples: Examples, size: int, lengths: dict, task: str) -> dic
         batch["targets"] = np.zeros((size,), np.int32)
         batch["target_mask"] = np.zeros((size,), np.float32)
     elif examples.level == "frame":
-        batch["targets"] = np.zeros((size, frame_len, 2), np.float32)
+        num_labels = examples.targets[0].shape[-1]
+        batch["targets"] = np.zeros((size, frame_len, num_labels), np.float32)
         batch["target_mask"] = np.zeros((size, frame_len), np.float32)
     else:
-        batch["targets"] = np.zeros((size, 2), np.float32)
+        batch["targets"] = np.zeros((size, examples.targets[0].shape[-1]), np.float32)
         batch["target_mask"] = np.zeros((size,), np.float32)
     return batch
 
@@ -158,7 +159,7 @@ def train_dataset(examples: Examples, specs: np.ndarray, batch_size: int, seed: 
       specs: `[N, 2]` training units from `window_specs`.
       batch_size: the global batch size.
       seed: shuffling seed (each epoch is reshuffled deterministically).
-      task: 'arousal_valence' or 'category'.
+      task: 'regression' or 'category'.
       lengths: static frame counts per modality.
       row_slice: the rows of each global batch this process materialises (multi-process).
 
@@ -191,7 +192,7 @@ def eval_batches(examples: Examples, batch_size: int, task: str, modalities=None
     Args:
       examples: a prepared split.
       batch_size: examples per batch; the last batch is padded with rows of index -1.
-      task: 'arousal_valence' or 'category'.
+      task: 'regression' or 'category'.
       modalities: the modalities to include (default: all of `examples`); evaluation passes the
         target modality only.
 

@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from emobed_jax.data.loading import REGRESSION_NAMES
 
 
-def delay_frames(config) -> np.ndarray:
-    """Label delays in frames per regression dimension, from `config.data.label_delay_s`."""
-    delays = [float(config.data.label_delay_s.get(k, 0.0)) for k in REGRESSION_NAMES]
+def delay_frames(config, label_names) -> np.ndarray:
+    """Label delays in frames per label dimension, from `config.data.label_delay_s`
+    (dimension name -> seconds; a dimension not named there has no delay).
+
+    A non-zero delay for a name that is not one of `label_names` is an error (a misspelt
+    dimension would otherwise silently get no delay).
+    """
+    configured = dict(config.data.label_delay_s)
+    stray = sorted(k for k, v in configured.items() if float(v) and k not in label_names)
+    if stray:
+        raise ValueError(f"config.data.label_delay_s names {stray}, which are not label dimensions "
+                         f"of this run; expected names among {list(label_names)}")
+    delays = [float(configured.get(k, 0.0)) for k in label_names]
     if any(d < 0 for d in delays):
-        raise ValueError(f"config.data.label_delay_s={delays}: expected delays >= 0")
-    return np.round(np.asarray(delays) * config.data.frame_rate_hz).astype(int)
+        raise ValueError(f"config.data.label_delay_s={configured}: expected delays >= 0")
+    return np.round(np.asarray(delays, np.float64) * config.data.frame_rate_hz).astype(int)
 
 
 def shift_labels(labels: np.ndarray, delays: np.ndarray):

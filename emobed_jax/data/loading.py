@@ -16,7 +16,6 @@ import tensorflow_datasets as tfds
 from emobed_jax.data import sources
 from emobed_jax.datasets import conventions as conventions_lib
 
-REGRESSION_NAMES = ("arousal", "valence")
 # config.data.nonfinite: what `read_split` does with NaN/Inf feature frames.
 NONFINITE = ("mask", "raise")
 
@@ -29,9 +28,11 @@ class SplitData:
       names: example ids.
       features: modality -> list of `[T_m, D_m]` float32 arrays (normalised when loaded so).
       valid: modality -> list of `[T_m]` bool arrays (False: frame carries no information).
-      regression: list of `[T, 2]` (frame level) or `[2]` (utterance level) arousal/valence.
+      regression: list of `[T, K]` (frame level) or `[K]` (utterance level) values of the K
+        label dimensions read (`DatasetInfo.label_names`; K may be 0 for a category-only corpus).
       categories: list of int category ids, or None when the dataset has none.
-      extra: other scalar fields (`video_id`, `utterance`, `row_index`, `speaker`), name -> list.
+      extra: other scalar fields (`video_id`, `utterance`, `row_index`, `speaker`, `group`),
+        name -> list.
       nonfinite_frames: modality -> number of frames masked for NaN/Inf features.
     """
 
@@ -49,7 +50,11 @@ class SplitData:
 
 @dataclasses.dataclass
 class DatasetInfo:
-    """What the pipeline and the model need to know about a dataset."""
+    """What the pipeline and the model need to know about a dataset.
+
+    `label_names` are the regression dimensions used (the dataset's, or the subset named by
+    `config.data.label_names`), in the order of the model's outputs.
+    """
 
     name: str
     level: str  # 'frame' or 'utterance'
@@ -60,6 +65,7 @@ class DatasetInfo:
     metadata: dict
     conventions: conventions_lib.Conventions = conventions_lib.Conventions()
     feature_settings: dict = dataclasses.field(default_factory=dict)
+    label_names: tuple = ()
 
 
 def _decode(value):
@@ -145,22 +151,43 @@ def dataset_info(builder, config) -> DatasetInfo:
             f"expected a subset of {list(modalities) or sorted(feats.keys())}")
     dims = {m: int(feats[m].shape[-1]) for m in config.modalities}
     class_names = tuple(feats["category"].names) if "category" in feats else None
+    conventions = conventions_lib.of_builder(builder)
+    label_names = select_labels(conventions.label_names, config, builder.name)
     if config.task == "category":
         if class_names is None:
             raise ValueError(f"config.task='category' but dataset {builder.name!r} has no 'category'")
-        level = "utterance"
-    else:
-        level = "frame" if len(feats["arousal"].shape) == 1 else "utterance"
+    elif not label_names:
+        raise ValueError(f"config.task={config.task!r} but dataset {builder.name!r} has no label "
+                         f"dimension (only categories); expected config.task='category'")
+    # Categories are one per example; dimensions are per frame when stored as sequences.
+    available = conventions.label_names
+    level = ("frame" if config.task != "category" and len(feats[available[0]].shape) == 1
+             else "utterance")
     return DatasetInfo(name=builder.name, level=level, modalities=tuple(config.modalities),
                        feature_dims=dims, class_names=class_names,
                        splits=tuple(builder.info.splits.keys()), metadata=metadata,
-                       conventions=conventions_lib.of_builder(builder),
+                       conventions=conventions,
                        feature_settings={m: s for m, s in
                                          conventions_lib.feature_settings(builder).items()
-                                         if m in config.modalities})
+                                         if m in config.modalities},
+                       label_names=label_names)
 
 
-def read_split(builder, split: str, modalities, nonfinite: str = "mask") -> SplitData:
+def select_labels(available, config, dataset: str) -> tuple:
+    """The label dimensions a run uses: `config.data.label_names` (a subset, in that order), or
+    every dimension of the dataset when it is empty."""
+    wanted = tuple(config.data.get("label_names") or ())
+    unknown = [n for n in wanted if n not in available]
+    if unknown:
+        raise ValueError(f"config.data.label_names names {unknown}, which dataset {dataset!r} "
+                         f"does not have; expected a subset of {list(available)}")
+    if len(set(wanted)) != len(wanted):
+        raise ValueError(f"config.data.label_names={list(wanted)}: expected distinct names")
+    return wanted or tuple(available)
+
+
+def read_split(builder, split: str, modalities, nonfinite: str = "mask",
+               label_names=()) -> SplitData:
     """Reads every example of `split` into memory.
 
     Args:
@@ -168,6 +195,7 @@ def read_split(builder, split: str, modalities, nonfinite: str = "mask") -> Spli
       split: split name.
       modalities: modalities to read.
       nonfinite: 'mask' (NaN/Inf frames become invalid and zero, counted) or 'raise'.
+      label_names: the label dimensions to stack into `regression` (`DatasetInfo.label_names`).
 
     Returns:
       The split's `SplitData`.
@@ -175,7 +203,8 @@ def read_split(builder, split: str, modalities, nonfinite: str = "mask") -> Spli
     source = builder.as_data_source(split=split)
     feats = builder.info.features
     has_category = "category" in feats
-    extra_keys = [k for k in ("video_id", "utterance", "row_index", "speaker") if k in feats]
+    extra_keys = [k for k in ("video_id", "utterance", "row_index", "speaker", "group")
+                  if k in feats]
     data = SplitData(names=[], features={m: [] for m in modalities}, valid={m: [] for m in modalities},
                      regression=[], categories=[] if has_category else None,
                      extra={k: [] for k in extra_keys}, nonfinite_frames={m: 0 for m in modalities})
@@ -199,7 +228,8 @@ def read_split(builder, split: str, modalities, nonfinite: str = "mask") -> Spli
                 valid = valid & finite
             data.features[m].append(x)
             data.valid[m].append(valid)
-        data.regression.append(np.stack([np.asarray(ex[k], np.float32) for k in REGRESSION_NAMES], -1))
+        values = [np.asarray(ex[k], np.float32) for k in label_names]
+        data.regression.append(np.stack(values, -1) if values else np.zeros((0,), np.float32))
         if has_category:
             data.categories.append(int(ex["category"]))
         for k in extra_keys:

@@ -41,7 +41,7 @@ class Data:
         return np.bincount(np.asarray(train.categories), minlength=len(self.info.class_names))
 
     def train_targets(self) -> np.ndarray:
-        """`[N, 2]` valid training arousal/valence values (frames or utterances), for bins."""
+        """`[N, K]` valid training label values (frames or utterances), for bins."""
         train = self.splits["train"]
         if train.level == "frame":
             return np.concatenate([t[v] for t, v in zip(train.targets, train.target_valid)])
@@ -63,8 +63,9 @@ def load(config, stats: dict | None = None) -> Data:
     info = loading.dataset_info(builder, config)
     if "train" not in info.splits:
         raise ValueError(f"dataset {info.name!r} has no 'train' split (splits: {list(info.splits)})")
-    delays = delay.delay_frames(config)
-    raw = {s: loading.read_split(builder, s, info.modalities, config.data.nonfinite)
+    delays = delay.delay_frames(config, info.label_names)
+    raw = {s: loading.read_split(builder, s, info.modalities, config.data.nonfinite,
+                                 info.label_names)
            for s in info.splits}
     for name, split in raw.items():
         if not len(split):

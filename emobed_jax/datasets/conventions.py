@@ -8,7 +8,13 @@ of the tfds builder; `Conventions()` when absent) for
     `write_predictions(path, split, examples, predictions, config, info) -> bool`; it returns
     False when it cannot write that format (e.g. the official file is not at hand), and the
     generic CSV is written instead;
-  * `frame_rate_hz`: the rate of its label grid (`config.data.frame_rate_hz` must agree).
+  * `frame_rate_hz`: the rate of its label grid (`config.data.frame_rate_hz` must agree);
+  * `label_names`: its regression label dimensions, each a float feature of the examples (`[T]`
+    at frame level, a scalar per utterance), in this order (e.g. ('arousal', 'valence')).
+
+A builder whose conventions depend on the data it was prepared from (a user's corpus) writes them
+into its `info.metadata` instead: `metadata['conventions']` (any of the fields above) and
+`metadata['label_names']` override the class attribute.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ class Conventions:
     group_key: str | None = None
     write_predictions: Callable | None = None
     frame_rate_hz: float = 25.0
+    label_names: tuple = ()
 
 
 def feature_settings(builder) -> dict:
@@ -35,6 +42,17 @@ def feature_settings(builder) -> dict:
 
 
 def of_builder(builder) -> Conventions:
-    """The conventions a builder declares (`CONVENTIONS` on its class), or the defaults."""
+    """The conventions a builder declares (`CONVENTIONS` on its class, or the defaults), updated
+    by what its prepared data declares (`metadata['conventions']`, `metadata['label_names']`)."""
     conventions = getattr(type(builder), "CONVENTIONS", None)
-    return conventions if isinstance(conventions, Conventions) else Conventions()
+    conventions = conventions if isinstance(conventions, Conventions) else Conventions()
+    metadata = dict(builder.info.metadata or {})
+    fields = {f.name for f in dataclasses.fields(Conventions)} - {"write_predictions"}
+    declared = {k: v for k, v in dict(metadata.get("conventions") or {}).items() if k in fields}
+    if "label_names" in metadata:
+        declared["label_names"] = metadata["label_names"]
+    if "label_names" in declared:
+        declared["label_names"] = tuple(declared["label_names"])
+    if declared.get("frame_rate_hz") is None:
+        declared.pop("frame_rate_hz", None)
+    return dataclasses.replace(conventions, **declared)

@@ -244,7 +244,8 @@ class OmgEmotion(tfds.core.GeneratorBasedBuilder):
     DEFAULT_BUILDER_CONFIG_NAME = "openface"
     # Scores per video as well; predictions exported in the official CSV's order.
     CONVENTIONS = conventions.Conventions(group_key="video_id",
-                                          write_predictions=write_official_predictions)
+                                          write_predictions=write_official_predictions,
+                                          label_names=("arousal", "valence"))
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
     Put the official CSVs (omg_TrainVideos.csv, omg_ValidationVideos.csv and, if you have it,
     omg_TestVideos_WithLabels.csv) in manual_dir. Download the clips with the organisers' script,

@@ -32,6 +32,7 @@ import re
 import numpy as np
 import tensorflow_datasets as tfds
 
+from emobed_jax.datasets import conventions
 from emobed_jax.features import align as align_lib
 from emobed_jax.features import arff as arff_lib
 from emobed_jax.features import audio as audio_lib
@@ -325,6 +326,7 @@ class Recola(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = _configs()
     DEFAULT_CONFIG_NAME = "logmel"
+    CONVENTIONS = conventions.Conventions(label_names=DIMENSIONS)
     MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL
 
     def __init__(self, **kwargs):

@@ -20,6 +20,7 @@ import numpy as np
 import scipy.signal
 import tensorflow_datasets as tfds
 
+from emobed_jax.datasets import conventions
 from emobed_jax.features import audio as audio_lib
 
 __all__ = ["CATEGORY_NAMES", "VIDEO_FEATURE_NAMES", "MODALITIES", "SyntheticEmotionConfig",
@@ -298,6 +299,7 @@ class SyntheticEmotion(tfds.core.GeneratorBasedBuilder):
                                num_speakers=6),
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "default"
+    CONVENTIONS = conventions.Conventions(label_names=("arousal", "valence"))
 
     def __init__(self, **kwargs):
         kwargs.setdefault("file_format", "array_record")

@@ -28,7 +28,7 @@ def export_predictions(exp, split: str, preds: list, path: str) -> None:
     if writer is not None and writer(path, split, examples, preds, config, exp.info):
         return
     evaluators.write_predictions(path, examples, preds, config.task, config.data.frame_rate_hz,
-                                 exp.info.class_names)
+                                 exp.info.class_names, exp.info.label_names)
 def write_plots(exp, split: str, result: dict, preds: list, embeddings_by_modality: dict,
                 workdir: str) -> list:
     """Writes the split's PNGs into `workdir`; returns their paths."""
@@ -43,11 +43,13 @@ def write_plots(exp, split: str, result: dict, preds: list, embeddings_by_modali
     elif examples.level == "frame":
         recs = [(data.names[i], preds[i], data.regression[i][: len(preds[i])]) for i in have[:3]]
         paths.append(plots.plot_predictions(os.path.join(workdir, f"plot_predictions_{split}.png"),
-                                            recs, frame_rate_hz=config.data.frame_rate_hz))
+                                            recs, exp.info.label_names,
+                                            frame_rate_hz=config.data.frame_rate_hz))
     else:
         paths.append(plots.plot_utterance_scatter(
             os.path.join(workdir, f"plot_predictions_{split}.png"),
-            np.stack([preds[i] for i in have]), np.stack([data.regression[i] for i in have])))
+            np.stack([preds[i] for i in have]), np.stack([data.regression[i] for i in have]),
+            exp.info.label_names))
     emb, labels = {}, {}
     for m, per_example in embeddings_by_modality.items():
         rows = [i for i, e in enumerate(per_example) if e is not None and len(e)]
@@ -65,6 +67,6 @@ def write_plots(exp, split: str, result: dict, preds: list, embeddings_by_modali
         category = config.task == "category"
         paths.append(plots.plot_embedding_map(
             os.path.join(workdir, f"plot_embeddings_{split}.png"), emb, labels,
-            "category" if category else "arousal",
+            "category" if category else exp.info.label_names[0],
             class_names=list(exp.info.class_names) if category else None))
     return paths

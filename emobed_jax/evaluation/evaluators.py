@@ -14,13 +14,11 @@ import jax
 import numpy as np
 
 from emobed_jax import atomic
-from emobed_jax.data import batching, delay, loading
-
+from emobed_jax.data import batching, delay
 from emobed_jax.evaluation import metrics
 
-REGRESSION_DIMS = loading.REGRESSION_NAMES
-# config.task: what `scorer` evaluates.
-TASKS = ("arousal_valence", "category")
+# config.task: what `scorer` evaluates ('regression': every label dimension the run uses).
+TASKS = ("regression", "category")
 # config.postprocess.bias_scale: (centre, scale) of the bias/scale correction, None for off.
 BIAS_SCALE = {"none": None, "center_scale": (True, True), "center": (True, False),
               "scale": (False, True)}
@@ -35,7 +33,7 @@ def predict(predict_fn, params, examples: batching.Examples, batch_size: int, ta
       params: model parameters.
       examples: the split.
       batch_size: eval batch size.
-      task: 'arousal_valence' or 'category'.
+      task: 'regression' or 'category'.
       modality: the modality to feed (the target: inference is monomodal).
       put_batch, to_host: placement functions from `parallel.Parallel`.
 
@@ -90,22 +88,22 @@ def postprocess(predictions: list, train_predictions: list, train_gold: list, cf
             for p in predictions]
 
 
-def _score_category(examples, have, outputs, class_names, group_key):
+def _score_category(examples, have, outputs, class_names, group_key, label_names):
     labels = np.asarray([examples.data.categories[i] for i in have])
     logits = np.stack([outputs[i] for i in have])
     return metrics.classification_metrics(labels, logits, len(class_names))
 
 
-def _score_frames(examples, have, outputs, class_names, group_key):
+def _score_frames(examples, have, outputs, class_names, group_key, label_names):
     # Concatenated recordings (the AVEC headline) plus the mean of per-recording CCCs.
     preds = [outputs[i] for i in have]
     gold = [examples.data.regression[i][: len(p)] for i, p in zip(have, preds)]
     groups = np.concatenate([np.full(len(p), k) for k, p in enumerate(preds)])
-    return metrics.regression_metrics(np.concatenate(preds), np.concatenate(gold), groups=groups,
-                                      group_suffix="per_recording")
+    return metrics.regression_metrics(np.concatenate(preds), np.concatenate(gold), label_names,
+                                      groups=groups, group_suffix="per_recording")
 
 
-def _score_utterances(examples, have, outputs, class_names, group_key):
+def _score_utterances(examples, have, outputs, class_names, group_key, label_names):
     preds = np.stack([outputs[i] for i in have])
     gold = np.stack([examples.data.regression[i] for i in have])
     groups = None
@@ -114,7 +112,7 @@ def _score_utterances(examples, have, outputs, class_names, group_key):
             raise ValueError(f"the dataset declares group_key={group_key!r}, a field its examples "
                              f"do not have (fields: {sorted(examples.data.extra)})")
         groups = np.asarray([examples.data.extra[group_key][i] for i in have])
-    return metrics.regression_metrics(preds, gold, groups=groups,
+    return metrics.regression_metrics(preds, gold, label_names, groups=groups,
                                       group_suffix=group_suffix(group_key))
 
 
@@ -124,7 +122,8 @@ def group_suffix(group_key: str | None) -> str:
 
 
 def scorer(task: str, level: str):
-    """The evaluator of a task at a level: `f(examples, have, outputs, class_names, group_key)`.
+    """The evaluator of a task at a level:
+    `f(examples, have, outputs, class_names, group_key, label_names)`.
 
     Category: accuracy, UAR, macro-F1. Frame-level regression: CCC etc. over the concatenated
     recordings plus per-recording means. Utterance-level regression: over all utterances, plus
@@ -136,14 +135,14 @@ def scorer(task: str, level: str):
 
 
 def metric_names(task: str, level: str | None, group_key: str | None = None,
-                 dims=REGRESSION_DIMS) -> set:
+                 dims=("*",)) -> set:
     """The validation metrics an evaluator reports (what `config.best_metric` may name).
 
     Args:
-      task: 'arousal_valence' or 'category'.
+      task: 'regression' or 'category'.
       level: 'frame', 'utterance', or None when not known yet (then every level's names).
       group_key: the dataset's declared group key.
-      dims: the regression dimensions.
+      dims: the label dimensions; the default `*` (a wildcard) before the dataset is read.
     """
     if task == "category":
         return {"accuracy", "uar", "macro_f1"}
@@ -156,7 +155,7 @@ def metric_names(task: str, level: str | None, group_key: str | None = None,
 
 
 def score(examples: batching.Examples, outputs: list, task: str, class_names=None,
-          group_key: str | None = None) -> dict:
+          group_key: str | None = None, label_names=()) -> dict:
     """Metrics of a split's predictions (examples without a prediction are excluded, counted).
 
     `outputs` are label-time predictions (`to_label_time`), optionally post-processed.
@@ -165,7 +164,8 @@ def score(examples: batching.Examples, outputs: list, task: str, class_names=Non
     result = {"num_examples": len(have), "num_missing_modality": len(outputs) - len(have)}
     if not have:
         raise ValueError("no example of this split has the target modality; nothing to evaluate")
-    result.update(scorer(task, examples.level)(examples, have, outputs, class_names, group_key))
+    result.update(scorer(task, examples.level)(examples, have, outputs, class_names, group_key,
+                                               tuple(label_names)))
     return result
 
 
@@ -209,7 +209,7 @@ def evaluate_split(exp, params, predict_fn, split: str):
     group_key = info.conventions.group_key
 
     def score_(p):
-        return score(examples, p, config.task, info.class_names, group_key)
+        return score(examples, p, config.task, info.class_names, group_key, info.label_names)
 
     pp = config.postprocess
     if info.level != "frame" or config.task == "category" or (
@@ -224,14 +224,20 @@ def evaluate_split(exp, params, predict_fn, split: str):
 
 
 def write_predictions(path: str, examples: batching.Examples, outputs: list, task: str,
-                      frame_rate_hz: float, class_names=None) -> None:
+                      frame_rate_hz: float, class_names=None, label_names=()) -> None:
     """Writes `predictions_<split>.csv` atomically (a temp file renamed into place).
 
-    Frame level: one row per frame `recording,frameTime,arousal,valence,arousal_gold,valence_gold`.
-    Utterance level: one row per example `name,arousal,valence,arousal_gold,valence_gold`, or
-    `name,category,category_gold,p_<class>...` for the category task.
+    Frame level: one row per frame `recording,frameTime,<dim>...,<dim>_gold...` (one column per
+    label dimension, `label_names`). Utterance level: one row per example
+    `name,<dim>...,<dim>_gold...`, or `name,category,category_gold,p_<class>...` for the category
+    task.
     """
     data = examples.data
+    names = list(label_names)
+
+    def values(row):
+        return [f"{v:.6f}" for v in row]
+
     with atomic.atomic_write(path, newline="") as f:
         w = csv.writer(f)
         if task == "category":
@@ -242,22 +248,19 @@ def write_predictions(path: str, examples: batching.Examples, outputs: list, tas
                 p = np.exp(out - out.max())
                 p /= p.sum()
                 w.writerow([data.names[i], class_names[int(np.argmax(out))],
-                            class_names[data.categories[i]]] + [f"{v:.6f}" for v in p])
+                            class_names[data.categories[i]]] + values(p))
         elif examples.level == "frame":
-            w.writerow(["recording", "frameTime", "arousal", "valence", "arousal_gold", "valence_gold"])
+            w.writerow(["recording", "frameTime"] + names + [f"{n}_gold" for n in names])
             for i, out in enumerate(outputs):
                 if out is None:
                     continue
-                pred = out
                 gold = data.regression[i]
-                for t in range(len(pred)):
-                    w.writerow([data.names[i], f"{t / frame_rate_hz:.2f}", f"{pred[t, 0]:.6f}",
-                                f"{pred[t, 1]:.6f}", f"{gold[t, 0]:.6f}", f"{gold[t, 1]:.6f}"])
+                for t in range(len(out)):
+                    w.writerow([data.names[i], f"{t / frame_rate_hz:.2f}"] + values(out[t])
+                               + values(gold[t]))
         else:
-            w.writerow(["name", "arousal", "valence", "arousal_gold", "valence_gold"])
+            w.writerow(["name"] + names + [f"{n}_gold" for n in names])
             for i, out in enumerate(outputs):
                 if out is None:
                     continue
-                gold = data.regression[i]
-                w.writerow([data.names[i], f"{out[0]:.6f}", f"{out[1]:.6f}",
-                            f"{gold[0]:.6f}", f"{gold[1]:.6f}"])
+                w.writerow([data.names[i]] + values(out) + values(data.regression[i]))

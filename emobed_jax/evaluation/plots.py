@@ -58,7 +58,7 @@ def _paired_2d(pred, gold, names: Sequence[str], what: str) -> tuple[np.ndarray,
 
 def plot_predictions(path: str | os.PathLike,
                      recordings: Sequence[tuple[str, np.ndarray, np.ndarray]],
-                     frame_rate_hz: float = 25.0, names: Sequence[str] = ("arousal", "valence"),
+                     names: Sequence[str], frame_rate_hz: float = 25.0,
                      max_recordings: int = 3) -> str:
     """Prediction and gold traces over time: one row per recording, one column per dimension.
 
@@ -109,7 +109,7 @@ def plot_predictions(path: str | os.PathLike,
 
 
 def plot_utterance_scatter(path: str | os.PathLike, pred: np.ndarray, gold: np.ndarray,
-                           names: Sequence[str] = ("arousal", "valence")) -> str:
+                           names: Sequence[str]) -> str:
     """Gold (x) against predicted (y) value per utterance, one panel per dimension.
 
     Args:

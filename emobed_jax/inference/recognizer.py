@@ -56,8 +56,10 @@ def dataset_info(record: dict) -> loading.DatasetInfo:
         class_names=None if d["class_names"] is None else tuple(d["class_names"]),
         splits=(), metadata={},
         conventions=conventions.Conventions(group_key=d["group_key"],
-                                            frame_rate_hz=d["frame_rate_hz"]),
-        feature_settings=dict(record.get("feature_settings") or {}))
+                                            frame_rate_hz=d["frame_rate_hz"],
+                                            label_names=tuple(d["label_names"])),
+        feature_settings=dict(record.get("feature_settings") or {}),
+        label_names=tuple(d["label_names"]))
 
 
 class Recognizer:

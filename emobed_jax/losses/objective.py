@@ -133,7 +133,7 @@ def objective_from_config(config, level: str, class_counts=None, train_targets=N
       config: experiment config.
       level: 'frame' or 'utterance'.
       class_counts: training class counts (for class weights; task='category').
-      train_targets: `[N, 2]` training arousal/valence values (for quantile bins).
+      train_targets: `[N, K]` training label values (for quantile bins).
 
     Returns:
       The objective.

@@ -22,8 +22,8 @@ from emobed_jax.training import parallel, state as ts
 
 
 def num_outputs(config, info: loading.DatasetInfo) -> int:
-    """Head outputs: one per regression dimension, or one logit per category."""
-    return 2 if config.task != "category" else len(info.class_names)
+    """Head outputs: one per label dimension (`info.label_names`), or one logit per category."""
+    return len(info.label_names) if config.task != "category" else len(info.class_names)
 
 
 def model_and_objective(config, info: loading.DatasetInfo, class_counts=None,
@@ -34,7 +34,7 @@ def model_and_objective(config, info: loading.DatasetInfo, class_counts=None,
       config: a validated experiment config.
       info: the dataset description (level, classes).
       class_counts: training class counts (class-weighted cross-entropy).
-      train_targets: `[N, 2]` training labels (quantile bins for label agreement).
+      train_targets: `[N, K]` training labels (quantile bins for label agreement).
 
     Returns:
       (`emobed.EmoBedModel`, `objective.Objective`).
