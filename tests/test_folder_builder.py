@@ -68,7 +68,7 @@ def test_frame_level_values_and_metadata(frame):
     assert metadata["recordings"]["validation"] == ["spk2/c"]
     settings = builder.feature_settings()
     assert settings["audio"]["kind"] == "log_mel" and settings["audio"]["frame_hop_s"] == pytest.approx(0.04)
-    assert settings["physio"] == {"kind": "csv", "align": "label_grid"}
+    assert settings["physio"] == {"kind": "csv", "align": "label_grid", "tolerance_s": 0.5}
     json.dumps(settings)
 
 

@@ -199,8 +199,11 @@ def test_bad_inputs_name_the_file_and_the_expectation(rec, tmp_path):
             media.read_input(str(tmp_path / name), rec)
         assert str(e.value).startswith(str(tmp_path / name)) and reason in str(e.value), e.value
     (tmp_path / "x.npy").write_bytes(b"")
-    with pytest.raises(media.MediaError, match=r"x.npy: unsupported file type '.npy'"):
+    with pytest.raises(media.MediaError, match=r"x.npy: a .npy array has no times"):
         media.read_input(str(tmp_path / "x.npy"), rec)
+    (tmp_path / "x.mp4").write_bytes(b"")
+    with pytest.raises(media.MediaError, match=r"x.mp4: unsupported file type '.mp4'"):
+        media.read_input(str(tmp_path / "x.mp4"), rec)
     (tmp_path / "notime.csv").write_text("a,b\n1,2\n")
     with pytest.raises(media.MediaError, match=r"notime.csv: first column 'a' is not a time"):
         media.read_input(str(tmp_path / "notime.csv"), rec)

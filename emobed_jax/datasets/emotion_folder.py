@@ -184,6 +184,9 @@ class EmotionFolder(tfds.core.GeneratorBasedBuilder):
         rate = (metadata.get("conventions") or {}).get("frame_rate_hz")
         cfg = self.builder_config
         settings = {}
+        # Timed files at frame level were pooled onto the label grid: prediction does the same.
+        grid = {"align": "label_grid", "tolerance_s": float(metadata.get("tolerance_s", 0.5))} \
+            if rate else {}
         for m, source in (metadata.get("sources") or {}).items():
             kind = source[source.index("(") + 1:-1].split(",")[0]
             if kind == "wav" and cfg.extractor == "logmel":
@@ -192,13 +195,15 @@ class EmotionFolder(tfds.core.GeneratorBasedBuilder):
             elif kind == "wav":
                 settings[m] = {"kind": "egemaps", "frame_hop_s": 1.0 / rate if rate else 0.01}
             elif kind == "openface":
-                settings[m] = {"kind": "openface_csv", "groups": list(openface.DEFAULT_GROUPS)}
+                settings[m] = {"kind": "openface_csv", "groups": list(openface.DEFAULT_GROUPS),
+                               **grid}
             elif kind == "csv":
-                settings[m] = {"kind": "csv", "align": "label_grid" if rate else "none"}
+                settings[m] = {"kind": "csv", **grid}
             elif kind == "npy":
-                settings[m] = {"kind": "npy", "rate_hz": float(metadata.get("rates_hz", {}).get(m, 0))}
+                settings[m] = {"kind": "npy",
+                               "rate_hz": float(metadata.get("rates_hz", {}).get(m, 0)), **grid}
             else:
-                settings[m] = {"kind": "arff"}
+                settings[m] = {"kind": "arff", **grid}
         return settings
 
     def _download_and_prepare(self, dl_manager, download_config):
@@ -218,6 +223,7 @@ class EmotionFolder(tfds.core.GeneratorBasedBuilder):
             "feature_dims": {m.name: m.dim for m in corpus.modalities},
             "sources": {m.name: _source(m, self.builder_config) for m in corpus.modalities},
             "rates_hz": dict(corpus.rates_hz),
+            "tolerance_s": float(corpus.tolerance_s),
             "conventions": {"frame_rate_hz": 1.0 / corpus.period_s if frame else None,
                             "group_key": "group" if corpus.groups is not None else None},
             "alignment": {s: {m.name: {"padded": 0, "trimmed": 0} for m in corpus.modalities}

@@ -11,11 +11,17 @@ the model's time line:
     after a `name` column, named `frameTime`, `time`, `timestamp`, ... in seconds; `,` or `;`
     separated): the other columns are features, rows with a non-finite value are masked;
   * OpenFace 2.x CSV (`features.openface`, recognised by its `timestamp` and `success` columns):
-    the run's OpenFace column groups; frames without a face are masked.
+    the run's OpenFace column groups; frames without a face are masked;
+  * NumPy `.npy` `[n, D]` arrays, for runs trained on `.npy` features of a declared rate (row i
+    at i / rate s).
 
-Frame-level models predict one value per label frame, so timed features must come at the label
-rate: rows are placed on the 40 ms grid by nearest frame time (`align_to_grid`), and a file at
-another rate is refused (the model never saw features at that rate). Utterance-level models take
+Frame-level models predict one value per label frame. Where the run's features were brought onto
+the label grid when the dataset was prepared (feature settings `align='label_grid'`, a corpus read
+by `emotion_folder`), a timed file is brought onto it by the same rule (`features.align.
+to_label_grid`: frames pooled per label period, gaps filled from the nearest frame within the
+run's tolerance), so a 30 fps or 50 Hz file is read as in training. Otherwise timed features must
+come at the label rate: rows are placed on the grid by nearest frame time (`align_to_grid`), and
+a file at another rate is refused (the model never saw features at that rate). Utterance-level models take
 the rows as they are. Every problem raises `MediaError` naming the file and what was expected.
 """
 from __future__ import annotations
@@ -25,13 +31,14 @@ import os
 
 import numpy as np
 
+from emobed_jax.features import align as align_lib
 from emobed_jax.features import arff as arff_lib
 from emobed_jax.features import audio as audio_lib
 from emobed_jax.features import openface
 from emobed_jax.features import timeseries
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
-FEATURE_EXTENSIONS = (".arff", ".csv")
+FEATURE_EXTENSIONS = (".arff", ".csv", ".npy")
 # Relative difference in frame period tolerated before a feature file counts as another rate.
 RATE_TOLERANCE = 0.01
 
@@ -79,13 +86,15 @@ def read_input(path: str, recognizer) -> Track:
             return _timed(path, data.values, data.frame_times, None, "arff", recognizer)
         if ext == ".csv":
             return _read_csv(path, recognizer)
+        if ext == ".npy":
+            return _read_npy(path, recognizer)
     except (audio_lib.AudioError, arff_lib.ArffError, openface.OpenFaceError,
             timeseries.TimeseriesError) as e:
         raise MediaError(str(e)) from None
     except (OSError, UnicodeDecodeError) as e:
         raise MediaError(f"{path}: cannot be read ({e})") from None
     raise MediaError(f"{path}: unsupported file type {ext or '(none)'!r}; expected audio "
-                     f"({', '.join(AUDIO_EXTENSIONS)}) or a feature file (.arff, .csv)")
+                     f"({', '.join(AUDIO_EXTENSIONS)}) or a feature file (.arff, .csv, .npy)")
 
 
 def min_audio_seconds(settings: dict) -> float:
@@ -120,6 +129,16 @@ def _read_csv(path: str, recognizer) -> Track:
     return _timed(path, frames.values, frames.times, frames.valid, "csv", recognizer)
 
 
+def _read_npy(path: str, recognizer) -> Track:
+    rate = recognizer.feature_settings.get("rate_hz")
+    if recognizer.feature_settings.get("kind") != "npy" or not rate:
+        raise MediaError(f"{path}: a .npy array has no times; this run's {recognizer.target!r} "
+                         f"features were not .npy arrays of a declared rate; expected a .csv with "
+                         f"a time column or an .arff")
+    frames = timeseries.read_npy(path, float(rate))
+    return _timed(path, frames.values, frames.times, frames.valid, "npy", recognizer)
+
+
 def _timed(path, values, times, valid, kind, recognizer) -> Track:
     """Checks width and length, then places frame-level rows on the label grid."""
     values = np.asarray(values, np.float32)
@@ -134,8 +153,29 @@ def _timed(path, values, times, valid, kind, recognizer) -> Track:
         return Track(values, valid, None, kind)
     if times is None:  # AVEC-style ARFF without frameTime: rows are consecutive label frames
         return Track(values, valid, np.arange(len(values)) / recognizer.frame_rate_hz, kind)
+    settings = recognizer.feature_settings
+    if settings.get("align") == "label_grid":
+        return _pooled(path, values, np.asarray(times, np.float64), valid, kind,
+                       recognizer.frame_rate_hz, float(settings["tolerance_s"]))
     index, grid = align_to_grid(np.asarray(times, np.float64), recognizer.frame_rate_hz, path)
     return Track(values[index], valid[index], grid, kind)
+
+
+def _pooled(path, values, times, valid, kind, frame_rate_hz: float, tolerance_s: float) -> Track:
+    """The training rule for a run whose dataset pooled its streams onto the label grid: the
+    grid runs from 0 s (or from the file's first frame when it starts later than the tolerance)
+    to the frame nearest the file's end."""
+    hop = 1.0 / frame_rate_hz
+    if not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
+        raise MediaError(f"{path}: frame times must be finite and strictly increasing (seconds)")
+    first = 0 if times[0] <= tolerance_s else int(round(times[0] / hop))
+    grid = np.arange(first, max(int(round(times[-1] / hop)), first) + 1) * hop
+    try:
+        pooled, ok, _ = align_lib.to_label_grid(values, times, valid, grid, tolerance_s, path=path,
+                                                labels_path="the label grid", period_s=hop)
+    except align_lib.AlignError as e:
+        raise MediaError(str(e)) from None
+    return Track(pooled, ok, grid, kind)
 
 
 def align_to_grid(times: np.ndarray, frame_rate_hz: float, path: str = "features"):
