@@ -19,10 +19,11 @@ pooling. Labels at another rate than 25 Hz need `--config.data.frame_rate_hz`. A
 needs its own `--config.data.data_dir` (a prepared dataset records the fingerprint of its sources
 and refuses other ones; `--config.data.rebuild=True` prepares it again).
 
-Expected result on the example corpus (seed 0, 2-core CPU): TODO(measure once the emotion_folder
-builder lands) validation ccc_mean of emobed,audio. For scale, a ridge regression on per-frame
-video+physio features reaches validation CCC .54/.83/.53 (arousal/valence/dominance) and one on
-1 s-smoothed log-mel audio .85 arousal (tests/test_make_example_corpus.py).
+Expected result on the example corpus (seed 0, 600 steps, about a minute on a 2-core CPU):
+emobed,audio validation CCC arousal .894 / valence .028 / dominance .435 (ccc_mean .453; best
+checkpoint at step 400); the audio carries no valence by construction. For scale, a ridge
+regression on 1 s-smoothed log-mel audio reaches .85 / .04 / .20, one on per-frame video+physio
+features .54 / .83 / .53 (tests/test_make_example_corpus.py).
 """
 from emobed_jax import config as config_lib
 

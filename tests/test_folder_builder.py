@@ -232,7 +232,14 @@ def _neither(root):
     return "found neither"
 
 
-@pytest.mark.parametrize("case", FRAME_CASES + [_category, _no_row, _neither],
+def _no_label_column(root):
+    path = os.path.join(root, "labels.csv")
+    rows = [line.split(",")[0] for line in open(path).read().splitlines()]
+    open(path, "w").write("\n".join(rows) + "\n")
+    return "labels.csv:1: header ['id'] has no label column"
+
+
+@pytest.mark.parametrize("case", FRAME_CASES + [_category, _no_row, _neither, _no_label_column],
                          ids=lambda c: c.__name__.strip("_"))
 def test_bad_input_names_the_file_and_writes_nothing(tmp_path, case):
     if case in FRAME_CASES:

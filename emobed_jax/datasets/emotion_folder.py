@@ -19,7 +19,6 @@ padded / trimmed frames and of recordings without a file per modality go to ``in
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 
@@ -31,6 +30,7 @@ from emobed_jax.datasets.folder_layout import FolderError
 from emobed_jax.features import align as align_lib
 from emobed_jax.features import arff as arff_lib
 from emobed_jax.features import audio as audio_lib
+from emobed_jax.features import egemaps
 from emobed_jax.features import openface
 from emobed_jax.features import timeseries
 
@@ -39,7 +39,6 @@ __all__ = ["EmotionFolder", "EmotionFolderConfig", "FolderError", "load_stream"]
 log = logging.getLogger(__name__)
 
 EXTRACTORS = ("logmel", "egemaps")
-EGEMAPS_SAMPLE_RATE = 16000
 EGEMAPS_DIM = 25  # eGeMAPSv02 low-level descriptors
 
 _MANUAL = """\
@@ -71,16 +70,6 @@ class EmotionFolderConfig(tfds.core.BuilderConfig):
     def wav_dim(self) -> int:
         """Feature width of a wav modality."""
         return self.logmel.feature_dim if self.extractor == "logmel" else EGEMAPS_DIM
-
-
-@functools.lru_cache(maxsize=1)
-def _smile():
-    try:
-        import opensmile  # pylint: disable=import-outside-toplevel
-    except ImportError as e:
-        raise ImportError("emotion_folder config 'egemaps' needs opensmile: pip install opensmile==2.6.0") from e
-    return opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                           feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
 
 
 def _logmel_config(config: EmotionFolderConfig, period_s: float | None) -> audio_lib.LogMelConfig:
@@ -130,10 +119,8 @@ def _wav_frames(path: str, config: EmotionFolderConfig, period_s: float | None) 
         values = audio_lib.log_mel_frames(wav, logmel.sample_rate, logmel)
         times = np.arange(len(values)) * logmel.frame_hop_s
     else:
-        wav = audio_lib.load_audio(path, target_sample_rate=EGEMAPS_SAMPLE_RATE)
-        lld = _smile().process_signal(wav, EGEMAPS_SAMPLE_RATE)
-        start, end = (lld.index.get_level_values(k).total_seconds().to_numpy() for k in ("start", "end"))
-        values, times = lld.to_numpy().astype(np.float32), (start + end) / 2
+        wav = audio_lib.load_audio(path, target_sample_rate=egemaps.SAMPLE_RATE)
+        values, times = egemaps.lld_frames(wav)
     return timeseries.TimedFrames(values, times, np.isfinite(values).all(axis=1), ())
 
 

@@ -182,6 +182,9 @@ def _utterance_labels(path: str, ids: set, classes: tuple | None):
         raise FolderError(f"{path}:1: header {header}; expected id,<label dims...>[,category]")
     has_category = header[-1] == "category"
     names = tuple(header[1:len(header) - has_category])
+    if not names and not has_category:
+        raise FolderError(f"{path}:1: header {header} has no label column; expected "
+                          f"id,<label dims...>[,category] with at least one of them")
     values, categories, seen = {}, ({} if has_category else None), {}
     for line, fields in rows[1:]:
         if len(fields) != len(header):

@@ -36,6 +36,7 @@ from emobed_jax.datasets import conventions
 from emobed_jax.features import align as align_lib
 from emobed_jax.features import arff as arff_lib
 from emobed_jax.features import audio as audio_lib
+from emobed_jax.features import egemaps
 # Shared with the other builders (features.align); kept importable as recola.pool_to_label_frames.
 from emobed_jax.features.align import pool_to_label_frames
 
@@ -50,7 +51,6 @@ DIMENSIONS = ("arousal", "valence")
 SPLIT_PREFIXES = {"train": "train", "validation": "dev", "test": "test"}
 FRAME_HOP_S = 0.04
 GOLD_DIR, AUDIO_DIR, FEATURE_PREFIX = "ratings_gold_standard", "recordings_audio", "features_"
-EGEMAPS_SAMPLE_RATE = 16000
 _RECORDING_RE = re.compile(r"^(train|dev|test)_(.+)\.arff$")
 
 _MANUAL = f"""\
@@ -163,16 +163,6 @@ def _scan_recordings(manual_dir: str) -> dict[str, tuple[str, ...]]:
     return recordings
 
 
-@functools.lru_cache(maxsize=1)
-def _smile():
-    try:
-        import opensmile  # pylint: disable=import-outside-toplevel
-    except ImportError as e:
-        raise ImportError("RECOLA config 'egemaps' needs opensmile: pip install opensmile==2.6.0") from e
-    return opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                           feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
-
-
 def scan_package(manual_dir: str | os.PathLike, config: RecolaConfig) -> PackageLayout:
     """Finds the recordings and the streams a config builds from an AVEC 2016 package.
 
@@ -225,7 +215,7 @@ def scan_package(manual_dir: str | os.PathLike, config: RecolaConfig) -> Package
                 raise RecolaError(f"{stream.path(names[0])}: no numeric feature attribute in the header")
             streams.append(dataclasses.replace(stream, dim=dim))
         else:
-            dim = config.logmel.feature_dim if config.audio == "logmel" else len(_smile().feature_names)
+            dim = config.logmel.feature_dim if config.audio == "logmel" else egemaps.feature_dim()
             streams.append(dataclasses.replace(stream, dim=dim))
     streams.sort(key=lambda s: (not s.key.startswith("audio"), s.key))
     for path, why in left_out.items():
@@ -275,16 +265,15 @@ def _read_stream(stream: Stream, recording: str, num_frames: int, gold_path: str
         if not np.all(np.isfinite(data.values)):
             raise RecolaError(f"{path}: missing ('?') or non-finite feature values")
         return align_length(data.values, num_frames, path, gold_path)
-    rate = config.logmel.sample_rate if stream.source == "logmel" else EGEMAPS_SAMPLE_RATE
+    rate = config.logmel.sample_rate if stream.source == "logmel" else egemaps.SAMPLE_RATE
     wav = audio_lib.load_audio(path, target_sample_rate=rate)
     duration_frames = int(np.floor(wav.shape[0] / rate / FRAME_HOP_S + 1e-6)) + 1
     # The features are computed for exactly num_frames; this only rejects a wrong file.
     align_length(np.empty(duration_frames), num_frames, path, gold_path)
     if stream.source == "logmel":
         return audio_lib.log_mel_frames(wav, rate, config.logmel, num_frames=num_frames)
-    frames = _smile().process_signal(wav, rate)
-    start, end = (frames.index.get_level_values(k).total_seconds().to_numpy() for k in ("start", "end"))
-    return pool_to_label_frames(frames.to_numpy(), (start + end) / 2, num_frames)
+    values, centres = egemaps.lld_frames(wav)
+    return pool_to_label_frames(values, centres, num_frames)
 
 
 def load_example(layout: PackageLayout, recording: str, config: RecolaConfig) -> dict:
