@@ -121,7 +121,7 @@ class JaxRunner:
         config = benchmark_config(dims, impl)
         info = loading.DatasetInfo(name="benchmark", level="frame", modalities=config.modalities,
                                    feature_dims=dict(dims), class_names=None, splits=("train",),
-                                   metadata={})
+                                   metadata={}, label_names=("arousal", "valence"))
         self.model, obj = experiment.model_and_objective(
             config, info, train_targets=batch["targets"].reshape(-1, 2))
         self.edges = np.asarray(obj.bin_edges)

@@ -88,7 +88,8 @@ def _info(level, group_key=None, rate=25.0):
                                feature_dims={"audio": 3, "video": 2}, class_names=None,
                                splits=("train",), metadata={},
                                conventions=conventions.Conventions(group_key=group_key,
-                                                                   frame_rate_hz=rate))
+                                                                   frame_rate_hz=rate),
+                               label_names=("arousal", "valence"))
 
 
 @pytest.mark.parametrize("key,value,info,needle", [
