@@ -20,7 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from emobed_jax import atomic, run_dir
 from emobed_jax.evaluation import evaluators
-from emobed_jax.training import experiment, loop, parallel, state as ts
+from emobed_jax.training import experiment, loop, parallel, state as ts, workdir_lock
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ def compile_replica_step(exp: experiment.Experiment):
         batch_sharding
 
 
+@workdir_lock.holds_workdir  # one training run per workdir; a second one stops at once
 def train_replicas(config, workdir: str, devices=None) -> dict:
     """Trains `config.num_seeds` replicas and writes `workdir/results.json`.
 

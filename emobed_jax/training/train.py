@@ -16,9 +16,9 @@ import time
 import jax
 import tqdm
 
-from emobed_jax import atomic, run_dir
+from emobed_jax import atomic, console, run_dir
 from emobed_jax.evaluation import artifacts, evaluators
-from emobed_jax.training import checkpoints, experiment, loop, parallel, preemption
+from emobed_jax.training import checkpoints, experiment, loop, parallel, preemption, workdir_lock
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class _Checkpoint:
             raise preemption.Preempted(self.signum, step, self.checkpointer.directory)
 
 
+@workdir_lock.holds_workdir  # one training run per workdir; a second one stops at once
 def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     """Trains, evaluates and checkpoints; resumes from `workdir` when it holds a checkpoint.
 
@@ -123,13 +124,13 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                 if isinstance(v, float):
                     writer.add_scalar(f"validation/{k}", v, step)
         value = val[exp.best_metric]
-        log.info("step %d validation %s", step,
-                 {k: round(v, 4) for k, v in val.items() if isinstance(v, float)})
+        log.info("step %d validation: %s", step, " ".join(
+            f"{k}={v:.4f}" for k, v in val.items() if isinstance(v, float)))
         if value > track["best_value"] or track["best_step"] is None:
             track.update(best_value=float(value), best_step=step)
             best.save(state, checkpoint_meta({"validation": val}))
 
-    with preemption.StopOnSignal() as stop:
+    with preemption.StopOnSignal() as stop, console.beside_progress_bar():
         hooks = [loop.Every(config.log_every_steps, log_train),
                  loop.Every(config.eval_every_steps, validate),
                  _Checkpoint(config, latest, stop, checkpoint_meta)]
