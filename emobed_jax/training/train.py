@@ -92,13 +92,20 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     if _is_main():
         run_dir.write(workdir, config, exp.data)
     state, train_rng = exp.init_state()
-    latest = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "latest"), max_to_keep=1)
-    best = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "best"), max_to_keep=1)
+    # Two `latest` steps, so that a damaged newest one leaves an intact one to fall back to.
+    latest = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "latest"), max_to_keep=2,
+                                      cleanup=True)
+    best = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "best"), max_to_keep=1,
+                                    cleanup=True)
     track = {"best_value": -math.inf, "best_step": None}
-    if latest.latest_step() is not None:
-        state, meta = latest.restore(state)
+    # The newest intact checkpoint of either kind (a `best` one carries the same meta), so a
+    # deleted or damaged `latest` neither restarts the run nor collides with `best` steps.
+    resumed = checkpoints.restore_newest_intact(state, {"latest": latest, "best": best})
+    if resumed is not None:
+        state, meta, kind, _ = resumed
         track = {"best_value": meta.get("best_value", -math.inf), "best_step": meta.get("best_step")}
-        log.info("resumed from step %d in %s", int(state.step), latest.directory)
+        log.info("resumed from step %d in %s", int(state.step), os.path.join(workdir, "checkpoints",
+                                                                              kind))
     start = int(jax.device_get(state.step))
     predict_fn = exp.compile_predict()
     stream, _ = exp.train_stream(start)
@@ -169,6 +176,18 @@ def _final_results(exp, best, state, config_dict, step, best_step, workdir):
     return results
 
 
+def _damaged_advice(workdir: str, name: str, step: int) -> str:
+    """What to do about a damaged checkpoint (`name` 'best' or 'latest') that evaluation needs:
+    the `latest` steps to evaluate instead."""
+    latest = os.path.join(workdir, "checkpoints", "latest")
+    steps = sorted(int(n) for n in os.listdir(latest) if n.isdigit()) if os.path.isdir(latest) else []
+    others = [s for s in steps if name == "best" or s != step]
+    if others:
+        return (f"Evaluate another checkpoint with --checkpoint_step=N (steps kept in {latest}: "
+                f"{others}), or train again in a new --workdir")
+    return "No other checkpoint is kept: train again in a new --workdir"
+
+
 def evaluate_checkpoint(config, workdir: str, splits=None, checkpoint_step=None, devices=None,
                         plots: bool = True, output_dir: str | None = None) -> dict:
     """Restores the best checkpoint (or `checkpoint_step` of `latest`) and evaluates monomodally,
@@ -209,8 +228,13 @@ def evaluate_checkpoint(config, workdir: str, splits=None, checkpoint_step=None,
     ckpt = checkpoints.Checkpointer(directory)
     if ckpt.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {ckpt.directory}; train first with --mode=train")
-    state, _ = ckpt.restore(state, checkpoint_step)
-    ckpt.close()
+    try:
+        state, _ = ckpt.restore(state, checkpoint_step)
+    except checkpoints.DamagedCheckpointError as e:
+        raise checkpoints.DamagedCheckpointError(e.directory, e.step, e.problem,
+                                                 _damaged_advice(workdir, name, e.step)) from e
+    finally:
+        ckpt.close()
     step = int(jax.device_get(state.step))
     out_dir = output_dir or workdir
     if _is_main():
