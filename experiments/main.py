@@ -17,15 +17,41 @@ Flags:
                       multi-process runs (jax.distributed); see README "Several processes".
   --distributed       initialise jax.distributed with the cluster's own settings (Cloud TPU
                       slices, SLURM, Open MPI), i.e. without the three flags above.
+
+Ctrl-C (SIGINT) or SIGTERM at any moment ends the program with one line and status 130 / 143;
+during training the `latest` checkpoint is saved first, and the workdir and the data dir are left
+resumable (rerun the same command). Where tcmalloc is installed, the program re-executes itself
+with it preloaded (`emobed_jax.tcmalloc`; EMOBED_TCMALLOC=0 turns this off).
 """
-import importlib.util
-import logging
-import os
-import re
+import signal
 import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is (like KeyboardInterrupt for SIGINT), so that open
+    files and temporary folders are cleaned up on the way out."""
+
+
+_SIGNALS = []  # the signals received (outside training, which checkpoints on them itself)
+INTERRUPTED = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
+
+
+def _on_signal(signum, frame):
+    _SIGNALS.append(signum)
+    raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+
+
+# First thing: a signal during start-up must end with one line, not a traceback. Also where the
+# parent shell started us with SIGINT ignored (a background job).
+signal.signal(signal.SIGTERM, _on_signal)
+signal.signal(signal.SIGINT, _on_signal)
+
+import importlib.util  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -48,7 +74,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         _run()
-    except (ValueError, OSError) as e:
+    except BaseException as e:  # noqa: BLE001 - sorted out below, anything else re-raised
+        if _SIGNALS or isinstance(e, (KeyboardInterrupt, Terminated)):
+            # (an extension module interrupted while loading reports an ImportError instead)
+            _exit_interrupted()
+        if not isinstance(e, (ValueError, OSError)):
+            raise
         # Bad input (config values, files, workdir): the message says what to fix; no traceback.
         # EMOBED_TRACEBACK=1 shows it anyway.
         if os.environ.get("EMOBED_TRACEBACK"):
@@ -57,7 +88,21 @@ def main(argv):
         sys.exit(1)
 
 
+def _exit_interrupted() -> None:
+    """One line, then exit at once with 128 + the signal number (130 / 143)."""
+    signum = _SIGNALS[0] if _SIGNALS else signal.SIGINT
+    code, what = 128 + signum, INTERRUPTED[signum]
+    workdir = _WORKDIR.value if flags.FLAGS.is_parsed() else None
+    where = f"; {workdir} is resumable: rerun the same command" if workdir else ""
+    sys.stderr.write(f"{what}: stopped{where}\n")
+    sys.stderr.flush()
+    os._exit(code)  # at once: no library's exit handler may wait on a thread now
+
+
 def _run():
+    from emobed_jax import console
+
+    console.setup()  # before JAX initialises its backends (its TPU note is noise on a CPU)
     import jax
 
     if _COORDINATOR.value or _DISTRIBUTED.value:
@@ -69,10 +114,7 @@ def _run():
 
     from emobed_jax.training import preemption
 
-    # Our own progress at INFO on process 0; libraries that log through absl (orbax, tfds) at
-    # WARNING so the output stays readable.
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    logging.getLogger("emobed_jax").setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
+    console.setup(main_process=jax.process_index() == 0)
     config = _CONFIG.value
     if _MODE.value == "train" and config is None:
         raise ValueError("--config is required for --mode=train (e.g. --config=configs/synthetic.py)")
@@ -99,9 +141,7 @@ def _run():
                   f"predictions_<split>.csv and plots to {_OUTPUT_DIR.value or _WORKDIR.value}",
                   flush=True)
     if jax.process_index() == 0:
-        for split, values in summary.items():
-            shown = {k: round(v, 4) for k, v in values.items() if isinstance(v, float)}
-            print(f"{split}: {shown}", flush=True)
+        print(console.summary_table(summary), flush=True)
 
 
 def _parse_flags(argv):
@@ -155,4 +195,14 @@ def _unknown_key_message(argv, error) -> str:
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    app.run(main, flags_parser=_parse_flags)
+    try:
+        from emobed_jax import tcmalloc
+
+        tcmalloc.reexec()
+        app.run(main, flags_parser=_parse_flags)
+    except (KeyboardInterrupt, Terminated):  # before or after main (flag parsing, exit)
+        _exit_interrupted()
+    except BaseException:
+        if _SIGNALS:
+            _exit_interrupted()
+        raise

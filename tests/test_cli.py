@@ -21,12 +21,17 @@ def test_train_then_eval_reproduces_metrics(synthetic_data_dir, tmp_path):
     assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
 
     proc = run_main(tiny_flags(synthetic_data_dir, workdir) + ["--mode=eval"])
-    assert "validation:" in proc.stdout
+    # The summary: one row per metric, one column per split.
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split() == ["validation", "test"])
+    row = next(r for r in lines[header + 1:] if r.startswith("ccc_arousal "))
     for split in ("validation", "test"):
         with open(os.path.join(workdir, f"eval_{split}.json")) as f:
             ev = json.load(f)
         for key in ("ccc_arousal", "ccc_valence", "ccc_arousal_per_recording"):
             assert ev[key] == pytest.approx(results["metrics"][split][key], abs=1e-9), key
+        column = ["validation", "test"].index(split) + 1
+        assert float(row.split()[column]) == pytest.approx(ev["ccc_arousal"], abs=1e-4)
         with open(os.path.join(workdir, f"predictions_{split}.csv")) as f:
             rows = list(csv.DictReader(f))
         assert list(rows[0]) == ["recording", "frameTime", "arousal", "valence", "arousal_gold",

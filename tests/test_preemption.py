@@ -53,7 +53,7 @@ def _start_and_signal(data_dir, workdir, signum):
     return proc.returncode, out, err
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 0), (signal.SIGKILL, -9)],
+@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGKILL, -9)],
                          ids=["SIGTERM", "SIGKILL"])
 def test_interrupted_then_resumed_equals_uninterrupted(synthetic_data_dir, tmp_path, uninterrupted,
                                                        signum, code):

@@ -6,9 +6,12 @@ and the non-finite-feature policy, so every split gets identical treatment.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import logging
 import os
+import time
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -16,6 +19,7 @@ import tensorflow_datasets as tfds
 from emobed_jax.data import sources
 from emobed_jax.datasets import conventions as conventions_lib
 
+log = logging.getLogger(__name__)
 # config.data.nonfinite: what `read_split` does with NaN/Inf feature frames.
 NONFINITE = ("mask", "raise")
 
@@ -116,7 +120,7 @@ def get_builder(config):
         if first and sources.check(builder, manual_dir, bool(config.data.rebuild)):
             builder = tfds.builder(full_name, data_dir=config.data.data_dir)  # deleted: anew
         download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-        builder.download_and_prepare(download_config=download_config, file_format="array_record")
+        _prepare(builder, download_config)
         if first:
             sources.record(builder, manual_dir)
     finally:
@@ -124,6 +128,21 @@ def get_builder(config):
             multihost_utils.sync_global_devices(f"prepare {full_name}")
     _check_left_out(builder, config)
     return builder
+
+
+def _prepare(builder, download_config) -> None:
+    """`download_and_prepare`, saying in one log line what it does instead of tfds's lines about
+    downloads (nothing is downloaded: datasets are generated or read from `manual_dir`) and its
+    progress bars."""
+    if os.path.exists(os.path.join(builder.data_dir, "dataset_info.json")):
+        return
+    log.info("preparing dataset %s into %s (once; later runs reuse it)",
+             builder.info.full_name, builder.data_dir)
+    start = time.monotonic()
+    tfds.display_progress_bar(False)  # tfds's per-split and shuffling bars: noise here
+    with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare(download_config=download_config, file_format="array_record")
+    log.info("prepared %s in %.1f s", builder.info.full_name, time.monotonic() - start)
 
 
 def _check_left_out(builder, config) -> None:
@@ -236,7 +255,7 @@ def read_split(builder, split: str, modalities, nonfinite: str = "mask",
             data.extra[k].append(_decode(ex[k]))
     for m, count in data.nonfinite_frames.items():
         if count:
-            logging.warning("%s/%s: masked %d frames of %r with NaN/Inf features",
+            log.warning("%s/%s: masked %d frames of %r with NaN/Inf features",
                             builder.name, split, count, m)
     return data
 

@@ -2,8 +2,8 @@
 
 Preemptible GPUs and TPU VMs send SIGTERM before they are reclaimed; Ctrl-C sends SIGINT. The
 training loop polls `StopOnSignal.signum` after every step, saves the latest checkpoint and raises
-`Preempted`, which the CLI turns into exit status 0 (SIGTERM: the scheduler may restart the same
-command, which resumes) or 130 (SIGINT, the shell convention 128 + 2).
+`Preempted`, which the CLI turns into one line and the shell's status for the signal, 128 + its
+number: 143 for SIGTERM, 130 for SIGINT (a scheduler that restarts the same command resumes it).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class Preempted(Exception):
 
     @property
     def exit_code(self) -> int:
-        return 130 if self.signum == signal.SIGINT else 0
+        return 128 + int(self.signum)
 
 
 class StopOnSignal:
