@@ -161,13 +161,19 @@ def acquire_for_run(workdir: str) -> WorkdirLock | None:
 
 
 def holds_workdir(fn):
-    """Decorator: runs `fn(config, workdir, ...)` holding `workdir`'s lock (`acquire_for_run`)."""
+    """Decorator: runs `fn(config, workdir, devices=None)` holding `workdir`'s lock
+    (`acquire_for_run`). The config is validated first: taking the lock creates the workdir, and
+    nothing may be created for a config that cannot run."""
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        workdir = signature.bind(*args, **kwargs).arguments["workdir"]
-        lock = acquire_for_run(workdir)
+        from emobed_jax import config as config_lib
+
+        arguments = signature.bind(*args, **kwargs).arguments
+        devices = arguments.get("devices") or jax.devices()
+        config_lib.validate_config(arguments["config"], num_devices=len(devices))
+        lock = acquire_for_run(arguments["workdir"])
         try:
             return fn(*args, **kwargs)
         finally:
