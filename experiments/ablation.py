@@ -39,4 +39,7 @@ def main(argv):
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from emobed_jax import tcmalloc
+
+    tcmalloc.reexec()  # where installed: 1.4-1.8x faster JAX on the CPU
     app.run(main)

@@ -89,4 +89,7 @@ def use_the_model(workdir: str, args) -> None:
 
 
 if __name__ == "__main__":
+    from emobed_jax import tcmalloc
+
+    tcmalloc.reexec()  # where installed: 1.4-1.8x faster JAX on the CPU
     main()

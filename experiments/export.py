@@ -41,4 +41,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from emobed_jax import tcmalloc
+
+    tcmalloc.reexec()  # where installed: 1.4-1.8x faster JAX on the CPU
     app.run(main)

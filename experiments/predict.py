@@ -240,4 +240,7 @@ def _run() -> int:
 
 
 if __name__ == "__main__":
+    from emobed_jax import tcmalloc
+
+    tcmalloc.reexec()  # where installed: 1.4-1.8x faster JAX on the CPU
     app.run(main)

@@ -61,6 +61,16 @@ def test_eval_without_config_scores_the_trained_target(video_run, tmp_path):
     assert not os.path.exists(os.path.join(workdir, "eval_validation.json"))
 
 
+def test_eval_into_an_unwritable_folder_stops_before_evaluating(video_run, tmp_path, monkeypatch):
+    _, workdir, _ = video_run
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a folder below a regular file cannot be created, even by root
+    monkeypatch.setattr(train.experiment, "build", lambda *a, **k: pytest.fail("evaluated"))
+    with pytest.raises(PermissionError, match=r"--output_dir=.*file/out' is not writable .*pass "
+                                              r"--output_dir=DIR"):
+        train.evaluate_checkpoint(None, workdir, output_dir=str(blocked / "out"))
+
+
 def test_a_contradicting_config_is_refused_naming_the_keys(video_run):
     config, workdir, _ = video_run
     other = config.copy_and_resolve_references()

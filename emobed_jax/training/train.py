@@ -35,7 +35,8 @@ def _writer(workdir: str):
     return SummaryWriter(os.path.join(workdir, "tensorboard"))
 
 
-def _check_workdir(workdir: str) -> None:
+def _check_workdir(workdir: str, hint: str = "expected a directory this user can write to",
+                   flag: str = "--workdir") -> None:
     try:
         os.makedirs(workdir, exist_ok=True)
         probe = os.path.join(workdir, f".write_probe_{jax.process_index()}")
@@ -43,8 +44,7 @@ def _check_workdir(workdir: str) -> None:
             f.write("ok")
         os.remove(probe)
     except OSError as e:
-        raise PermissionError(f"--workdir={workdir!r} is not writable ({e.strerror}); "
-                              f"expected a directory this user can write to") from e
+        raise PermissionError(f"{flag}={workdir!r} is not writable ({e.strerror}); {hint}") from e
 
 
 class _Checkpoint:
@@ -213,6 +213,10 @@ def evaluate_checkpoint(config, workdir: str, splits=None, checkpoint_step=None,
     """
     stored = run_dir.read(workdir)
     config = run_dir.check_overrides(stored["config"], config)
+    if _is_main():  # before the work, not when the first result is written
+        _check_workdir(output_dir or workdir, flag="--output_dir" if output_dir else "--workdir",
+                       hint="evaluation writes its metrics, predictions and plots there; pass "
+                            "--output_dir=DIR (a writable folder) to evaluate a read-only workdir")
     name = "best" if checkpoint_step is None else "latest"
     directory = os.path.join(workdir, "checkpoints", name)
     if not os.path.isdir(directory):
