@@ -11,9 +11,10 @@ feeds its own rows of every batch into one global array, and only process 0 writ
 results. It is how the tests check that 2 processes x 1 device train exactly like 1 process x 2
 devices; on real hardware start one `main.py` per host instead (README "Several processes").
 
-Output lines are forwarded prefixed with `[i]`. If any process fails, the others are stopped (they
-would otherwise wait forever in a collective) and the launcher exits with the first failure's
-status; SIGINT/SIGTERM are passed on to every process.
+Output lines are forwarded prefixed with `[i]`. If any process fails, the launcher names it
+(`[launcher] process I failed first (exit status S); stopping the others`), stops the others (they
+would otherwise wait in a collective until the coordination service's timeouts) and exits with
+that status; SIGINT/SIGTERM are passed on to every process.
 """
 from __future__ import annotations
 
@@ -105,13 +106,17 @@ def launch(main_args: list, num_processes: int, devices_per_process: int = 1,
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     status = 0
     try:
-        while any(p.poll() is None for p in procs):
-            failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
+        # Poll every process each round (`any` over a generator would stop at the first running
+        # one and never see a later process fail); every 0.1 s, so the first failure seen is
+        # the first to happen, to within that.
+        while [p.poll() for p in procs].count(None):
+            failed = [(i, p.returncode) for i, p in enumerate(procs)
+                      if p.returncode not in (None, 0)]
             timed_out = deadline is not None and time.monotonic() > deadline
             if (failed or timed_out) and not status:
-                status = failed[0] if failed else 124
-                reason = f"a process exited with status {status}" if failed else \
-                    f"timeout after {timeout_s} s"
+                status = failed[0][1] if failed else 124
+                reason = (f"process {failed[0][0]} failed first (exit status {status})"
+                          if failed else f"timeout after {timeout_s} s")
                 with lock:
                     print(f"[launcher] {reason}; stopping the others", file=sys.stderr, flush=True)
                 for p in procs:

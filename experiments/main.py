@@ -79,13 +79,18 @@ def main(argv):
             # (an extension module interrupted while loading reports an ImportError instead)
             _exit_interrupted()
         if not isinstance(e, (ValueError, OSError)):
+            from emobed_jax.training import failfast
+
+            failfast.fail_unexpected(e)  # several processes: traceback, tell the others, exit now
             raise
         # Bad input (config values, files, workdir): the message says what to fix; no traceback.
         # EMOBED_TRACEBACK=1 shows it anyway.
         if os.environ.get("EMOBED_TRACEBACK"):
             raise
         sys.stderr.write(f"error: {type(e).__name__}: {e}\n")
-        sys.exit(1)
+        from emobed_jax.training import failfast
+
+        failfast.fail(f"{type(e).__name__}: {e}")  # sys.exit(1); several processes: all stop now
 
 
 def _exit_interrupted() -> None:
@@ -108,8 +113,11 @@ def _run():
     if _COORDINATOR.value or _DISTRIBUTED.value:
         # Before any other jax call. Unset arguments are detected from the environment (TPU
         # metadata, SLURM, Open MPI); on CPU, jax's default gloo collectives link the processes.
-        jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                                   num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+        # Short timeouts and a watcher: the first failing process stops all (training/failfast.py).
+        from emobed_jax.training import failfast
+
+        failfast.initialize(coordinator_address=_COORDINATOR.value,
+                            num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
     from emobed_jax.training import train
 
     from emobed_jax.training import preemption

@@ -95,3 +95,68 @@ def test_cli_refuses_a_locked_workdir_with_one_line(tmp_path):
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert not (tmp_path / "data").exists()  # refused before preparing anything
     print(f"refused in {elapsed:.1f} s (including the interpreter and jax start)")
+
+
+def _launch_local():
+    sys.path.insert(0, os.path.join(REPO, "experiments"))
+    try:
+        import launch_local
+    finally:
+        sys.path.remove(os.path.join(REPO, "experiments"))
+    return launch_local
+
+
+def test_one_failing_process_stops_both_within_seconds(synthetic_data_dir, tmp_path):
+    # The two workers of `launch_local.py`, started here without the launcher (which would stop
+    # the survivor itself): the processes must stop each other, as on separate hosts.
+    launch_local = _launch_local()
+    from cli_helpers import tiny_flags
+
+    flags = tiny_flags(synthetic_data_dir, str(tmp_path / "w"), num_train_steps=4,
+                       checkpoint_every_steps=2, eval_every_steps=4)
+    flags[0] = "--config=" + os.path.join(REPO, "tests", "failing_process_config.py")
+    env = launch_local.process_env(1)
+    env.update(EMOBED_TEST_FAIL_PROCESS="1", EMOBED_TEST_FAIL_HOW="raise")
+    port = launch_local.free_port()
+    logs = [open(tmp_path / f"{i}.log", "w+") for i in (0, 1)]
+    procs = [subprocess.Popen(launch_local.worker_command(flags, 2, i, port), cwd=REPO, env=env,
+                              stdout=logs[i], stderr=subprocess.STDOUT) for i in (0, 1)]
+    ended = {}
+    deadline = time.monotonic() + 150
+    try:
+        while len(ended) < 2 and time.monotonic() < deadline:
+            for i, p in enumerate(procs):
+                if i not in ended and p.poll() is not None:
+                    ended[i] = time.monotonic()
+            time.sleep(0.05)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    output = [(tmp_path / f"{i}.log").read_text() for i in (0, 1)]
+    assert len(ended) == 2, f"still running 150 s after the start:\n{output[0][-3000:]}"
+    assert min(ended, key=ended.get) == 1, output[1][-3000:]  # the broken one ends first
+    gap = ended[0] - ended[1]
+    print(f"process 0 stopped {gap:.2f} s after process 1 failed")
+    assert gap < 10, output[0][-3000:]
+    assert [p.returncode for p in procs] == [1, 1]
+    assert "RuntimeError: injected failure at step 2" in output[1]
+    # Process 0 names the first error, whether its watcher saw it or its own collective failed.
+    assert "error: process 1 failed first: RuntimeError: injected failure at step 2" in output[0], \
+        output[0][-3000:]
+
+
+def test_launcher_names_the_process_that_failed_first(monkeypatch, capsys):
+    launch_local = _launch_local()
+    # Stand-in workers (no jax): process 1 fails after a moment, process 0 would run for a minute.
+    scripts = {0: "import time; time.sleep(60)",
+               1: "import sys, time; time.sleep(0.5); print('broken', flush=True); sys.exit(3)"}
+    monkeypatch.setattr(launch_local, "worker_command",
+                        lambda args, n, i, port: [sys.executable, "-c", scripts[i]])
+    start = time.monotonic()
+    status = launch_local.launch(["--workdir=unused"], num_processes=2)
+    assert status == 3 and time.monotonic() - start < 15
+    captured = capsys.readouterr()
+    assert "[1] broken" in captured.out
+    assert "[launcher] process 1 failed first (exit status 3); stopping the others" in captured.err
