@@ -2,8 +2,9 @@
 multi-process run fails at its first checkpoint, to show the others do not hang.
 
 `EMOBED_TEST_FAIL_PROCESS=I` names the failing process (`--process_id=I` on its command line) and
-`EMOBED_TEST_FAIL_HOW` how it fails: `raise` (a Python exception) or `kill` (SIGKILL, a lost
-host). The failure is patched into the training module from here, so no production code carries
+`EMOBED_TEST_FAIL_HOW` how it fails: `raise` (a Python exception), `kill` (SIGKILL: a crashed
+process, whose sockets the kernel closes) or `stop` (SIGSTOP: a frozen or unreachable host, noticed
+only by its missing heartbeats). The failure is patched into the training module from here, so no production code carries
 a test hook; this file is the only reader of those variables.
 """
 import os
@@ -18,8 +19,8 @@ def _break_this_process(how: str) -> None:
     from emobed_jax.training import train
 
     def failing_checkpoint(self, step, state, metrics):
-        if how == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
+        if how in ("kill", "stop"):
+            os.kill(os.getpid(), signal.SIGKILL if how == "kill" else signal.SIGSTOP)
         raise RuntimeError(f"injected failure at step {step}")
 
     train._Checkpoint.__call__ = failing_checkpoint
