@@ -160,3 +160,14 @@ def test_launcher_names_the_process_that_failed_first(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert "[1] broken" in captured.out
     assert "[launcher] process 1 failed first (exit status 3); stopping the others" in captured.err
+
+
+def test_evaluation_needs_no_lock(synthetic_data_dir, tmp_path):
+    # A workdir whose training run is still going (its lock held) can be evaluated.
+    config = make_tiny_config(synthetic_data_dir, **{
+        "model.encoder": "conv", "num_train_steps": 2, "eval_every_steps": 2,
+        "checkpoint_every_steps": 2})
+    train.train_and_evaluate(config, str(tmp_path))
+    with workdir_lock.WorkdirLock(str(tmp_path)):
+        metrics = train.evaluate_checkpoint(None, str(tmp_path), splits=["test"], plots=False)
+    assert metrics["test"]["step"] == 2
