@@ -171,3 +171,23 @@ def test_evaluation_needs_no_lock(synthetic_data_dir, tmp_path):
     with workdir_lock.WorkdirLock(str(tmp_path)):
         metrics = train.evaluate_checkpoint(None, str(tmp_path), splits=["test"], plots=False)
     assert metrics["test"]["step"] == 2
+
+
+def test_a_two_process_run_on_a_locked_workdir_stops_together(tmp_path):
+    # Process 0 takes the lock for the run; both processes learn it is held and exit at once.
+    launch_local = _launch_local()
+    from cli_helpers import tiny_flags
+
+    flags = tiny_flags(str(tmp_path / "data"), str(tmp_path / "w"))
+    port = launch_local.free_port()
+    with workdir_lock.WorkdirLock(str(tmp_path / "w")):
+        procs = [subprocess.Popen(launch_local.worker_command(flags, 2, i, port), cwd=REPO,
+                                  env=launch_local.process_env(1), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+        output = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [1, 1], output
+    assert (f"error: WorkdirLockedError: --workdir={tmp_path / 'w'} is in use by another training "
+            f"run (host {socket.gethostname()}, pid {os.getpid()}") in output[0]
+    assert (f"error: WorkdirLockedError: process 0 could not lock --workdir={tmp_path / 'w'} (in "
+            f"use by host {socket.gethostname()}, pid {os.getpid()}") in output[1]
+    assert not (tmp_path / "data").exists()

@@ -154,9 +154,11 @@ def acquire_for_run(workdir: str) -> WorkdirLock | None:
             lock.release()
         if error is not None:
             raise error
+        holder = read_holder(workdir)  # empty when process 0 failed otherwise (e.g. unwritable)
         raise WorkdirLockedError(
             f"process 0 could not lock --workdir={workdir} "
-            f"({_describe(read_holder(workdir)) or 'see its message'}); stopping with it")
+            f"({'in use by ' + _describe(holder) if holder else 'see its message'}); "
+            f"stopping with it")
     return lock
 
 
