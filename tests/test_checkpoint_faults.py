@@ -308,3 +308,19 @@ def test_soak_three_sigkills_then_resume_equal_an_uninterrupted_run(reference, s
     run_main(tiny_flags(synthetic_data_dir, workdir, **STEPS))
     assert not _tmp_dirs(root)  # the interrupted write's temporary folder was cleaned up
     _assert_same_run(workdir, reference)
+
+
+def test_a_damaged_best_is_found_at_resume_not_at_the_end(reference, tmp_path, synthetic_data_dir,
+                                                          caplog):
+    """`best` damaged, the run resumed from `latest`: the damage is reported when resuming, the
+    step set aside, and with no validation to come the final state gives the results."""
+    workdir = _copy(reference, tmp_path)
+    best_step = reference[1]["best_step"]
+    _truncate_data_file(os.path.join(workdir, "checkpoints", "best", str(best_step)))
+    with caplog.at_level(logging.INFO):
+        results = train.train_and_evaluate(_config(synthetic_data_dir), workdir)
+    assert f"checkpoint {os.path.join(workdir, 'checkpoints', 'best', str(best_step))}" \
+           in caplog.text or f"best/{best_step}" in caplog.text
+    assert "the best checkpoint is chosen again" in caplog.text.lower()
+    assert results["best_step"] == LAST
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", "damaged", f"best_{best_step}"))

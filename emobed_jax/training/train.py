@@ -106,6 +106,8 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
         track = {"best_value": meta.get("best_value", -math.inf), "best_step": meta.get("best_step")}
         log.info("resumed from step %d in %s", int(state.step), os.path.join(workdir, "checkpoints",
                                                                               kind))
+        if kind != "best":
+            track = _check_older_best(best, int(state.step), track)
     start = int(jax.device_get(state.step))
     predict_fn = exp.compile_predict()
     stream, _ = exp.train_stream(start)
@@ -161,8 +163,28 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     return results
 
 
+def _check_older_best(best, step: int, track: dict) -> dict:
+    """The `best` checkpoint of a run resumed from `latest` (at or before the resumed step: a
+    newer one would have been resumed from) is checked now, not when training ends: a damaged
+    one is set aside and the best is chosen again from the validations to come."""
+    best_step = best.latest_step()
+    if best_step is None or best_step > step:
+        return track
+    try:
+        best.verify(best_step)
+    except checkpoints.DamagedCheckpointError as e:
+        where = best.set_aside(best_step)
+        log.warning("%s; moved to %s. The best checkpoint is chosen again from the validations "
+                    "still to come (the final state if none comes)", e, where)
+        return {"best_value": -math.inf, "best_step": None}
+    return track
+
+
 def _final_results(exp, best, state, config_dict, step, best_step, workdir):
-    state, _ = best.restore(state)
+    if best.latest_step() is not None:
+        state, _ = best.restore(state)
+    else:  # the best checkpoint was damaged and no validation followed: the final state
+        best_step = step
     predict_fn = exp.compile_predict()
     metrics = {}
     for split in exp.eval_split_names:
