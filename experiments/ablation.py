@@ -6,7 +6,6 @@
 Writes DIR/ablation.json, DIR/ablation.md and DIR/ablation.png; runs already finished in DIR
 are reused. Seeds run as vmapped replicas in one program (config.num_seeds).
 """
-import logging
 import os
 import sys
 
@@ -26,8 +25,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from emobed_jax import ablation
 
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    logging.getLogger("emobed_jax").setLevel(logging.INFO)
+    from emobed_jax import console
+
+    console.setup()  # our lines only: no library INFO, no note about a missing TPU backend
     config = _CONFIG.value
     os.makedirs(_WORKDIR.value, exist_ok=True)
     runs = ablation.run_ablation(config, _WORKDIR.value, _SEEDS.value, _METHODS.value, _TARGETS.value)

@@ -11,7 +11,6 @@ in --workdir.
 """
 import argparse
 import json
-import logging
 import os
 import sys
 
@@ -34,7 +33,9 @@ def main() -> None:
     parser.add_argument("--data_dir", default=None, help="tfds data_dir (default: ~/tensorflow_datasets)")
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    logging.basicConfig(level=logging.WARNING)
+    from emobed_jax import console
+
+    console.setup()  # our lines only: no library INFO, no note about a missing TPU backend
     from configs import synthetic
     from emobed_jax.training import train
 

@@ -24,6 +24,9 @@ flags.mark_flags_as_required(["workdir", "output"])
 def main(argv):
     """Runs the export and prints where it went and for which platforms."""
     del argv
+    from emobed_jax import console
+
+    console.setup()  # our lines only: no library INFO, no note about a missing TPU backend
     from emobed_jax.inference import export
 
     try:

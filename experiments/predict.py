@@ -24,7 +24,6 @@ Exit status: 0 when every input (folder: at least one) was predicted; 1 otherwis
 a folder is reported on stderr with its path and reason and the rest go on.
 """
 import csv
-import logging
 import os
 import sys
 
@@ -219,9 +218,11 @@ def main(argv):
 
 
 def _run() -> int:
+    from emobed_jax import console
+
+    console.setup()  # our lines only: no library INFO, no note about a missing TPU backend
     from emobed_jax.inference import media, recognizer
 
-    logging.getLogger("absl").setLevel(logging.WARNING)
     source = _INPUT.value.rstrip(os.sep) or _INPUT.value
     if not (_STREAM.value and source == "-") and not os.path.exists(source):
         raise media.MediaError(f"{source}: no such file or folder")

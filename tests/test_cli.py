@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from cli_helpers import ROOT, run_main, tiny_flags
+from cli_helpers import run_main, tiny_flags
 
 
 def test_train_then_eval_reproduces_metrics(synthetic_data_dir, tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from emobed_jax.datasets import emotion_folder
+from emobed_jax.datasets import emotion_folder  # noqa: F401 - registers the builder
 from emobed_jax.datasets.folder_layout import FolderError
 from folder_fixtures import LABEL_NAMES, write_frame_corpus, write_utterance_corpus
 

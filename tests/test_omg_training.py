@@ -1,7 +1,6 @@
 """OMG-Emotion end to end on a fixture of real CSV rows: training beats chance, eval exports
 predictions in the official row order, and the monomodal evaluation needs no video."""
 import csv
-import json
 import os
 
 import jax
