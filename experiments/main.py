@@ -26,6 +26,13 @@ with it preloaded (`emobed_jax.tcmalloc`; EMOBED_TCMALLOC=0 turns this off).
 import signal
 import sys
 
+if __name__ == "__main__":
+    # Before anything else (imports take time): the re-executed process starts from here, and
+    # a signal only ends it with one line once the handlers below are installed.
+    from emobed_jax import tcmalloc
+
+    tcmalloc.reexec()
+
 
 class Terminated(BaseException):
     """SIGTERM, raised where the program is (like KeyboardInterrupt for SIGINT), so that open
@@ -204,9 +211,6 @@ def _unknown_key_message(argv, error) -> str:
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:
-        from emobed_jax import tcmalloc
-
-        tcmalloc.reexec()
         app.run(main, flags_parser=_parse_flags)
     except (KeyboardInterrupt, Terminated):  # before or after main (flag parsing, exit)
         _exit_interrupted()
