@@ -15,8 +15,14 @@ import dataclasses
 import os
 import pathlib
 
+import sys
+
 import numpy as np
 import soundfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "experiments"))
+from make_omg_corpus import openface_header, write_openface_csv  # noqa: E402
 
 __all__ = ["FixtureRow", "OmgFixture", "write_omg_manual_dir", "write_openface_csv",
            "openface_header", "TRAIN_LINES", "VALIDATION_LINES"]
@@ -63,48 +69,10 @@ VALIDATION_MEDIA = [
 SPLIT_FILES = {"train": "omg_TrainVideos.csv", "validation": "omg_ValidationVideos.csv",
                "test": "omg_TestVideos_WithLabels.csv"}
 
+# The OpenFace writers are shared with experiments/make_omg_corpus.py (the synthetic corpus).
 _AU_R = ("01", "02", "04", "05", "06", "07", "09", "10", "12", "14", "15", "17", "20", "23", "25",
          "26", "45")
 _AU_C = _AU_R[:16] + ("28", "45")
-
-
-def openface_header() -> list[str]:
-    """The 714 column names of OpenFace 2.2 ``FeatureExtraction`` output, in file order."""
-    def idx(prefixes, n):
-        return [f"{p}{i}" for p in prefixes for i in range(n)]
-    return (["frame", "face_id", "timestamp", "confidence", "success",
-             "gaze_0_x", "gaze_0_y", "gaze_0_z", "gaze_1_x", "gaze_1_y", "gaze_1_z",
-             "gaze_angle_x", "gaze_angle_y"]
-            + idx(["eye_lmk_x_", "eye_lmk_y_", "eye_lmk_X_", "eye_lmk_Y_", "eye_lmk_Z_"], 56)
-            + ["pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz"]
-            + idx(["x_", "y_", "X_", "Y_", "Z_"], 68)
-            + ["p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty"] + idx(["p_"], 34)
-            + [f"AU{n}_r" for n in _AU_R] + [f"AU{n}_c" for n in _AU_C])
-
-
-def write_openface_csv(path, values: np.ndarray, success: np.ndarray, fps: float = 25.0,
-                       sep: str = ", ") -> np.ndarray:
-    """Writes an OpenFace-style CSV; failed frames get 0 everywhere, as OpenFace writes them.
-
-    Args:
-        path: output file.
-        values: [T, 714 - 5] numbers for the columns after ``success``.
-        success: [T] bool.
-        fps: frame rate for the ``timestamp`` column.
-        sep: field separator.
-
-    Returns:
-        [T, 714 - 5] float64, the values as a reader parses them back (rounded, zeroed if failed).
-    """
-    header = openface_header()
-    written = np.where(success[:, None], np.round(values, 3), 0.0)
-    lines = [sep.join(header)]
-    for t in range(values.shape[0]):
-        lead = [str(t + 1), "0", f"{t / fps:.3f}", "0.98" if success[t] else "0",
-                "1" if success[t] else "0"]
-        lines.append(sep.join(lead + [f"{v:.3f}" for v in written[t]]))
-    pathlib.Path(path).write_text("\n".join(lines) + "\n")
-    return np.array([[float(f"{v:.3f}") for v in row] for row in written]).reshape(written.shape)
 
 
 @dataclasses.dataclass
