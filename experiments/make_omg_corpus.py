@@ -20,10 +20,12 @@ How the data are made (deterministic for a seed):
     counts of OMG to the power 0.6: Neutral and Happy common, Fear and Surprise rare); within a
     video a category repeats the previous one with probability 0.35 (emotions change gradually).
     Arousal in [0, 1] and valence in [-1, 1] are drawn around a mean per class, plus a per-video
-    offset of arousal.
+    offset of arousal. Annotations are noisy: a fifth of the faces show another category than
+    the max vote, and the face follows arousal and valence plus rating noise.
   * Face: per frame, AU intensity = resting level + expressivity x activation(t) x the class's
     AU prototype (prototypes overlap, e.g. fear and surprise share brow raisers) + frame noise;
-    activation(t) comes in bursts and grows with arousal; valence pushes smile (AU12, AU06) and
+    activation(t) comes in bursts, grows with arousal and varies by
+    utterance; valence pushes smile (AU12, AU06) and
     brow lowering (AU04) within a class. AU presence is intensity above a noisy threshold. Head
     movement grows with arousal. 0-35 % of an utterance's frames are failed (success = 0,
     all-zero values, as OpenFace writes them), in runs.
@@ -74,6 +76,7 @@ _LEAD = ("frame", "face_id", "timestamp", "confidence", "success")
 _OMG_COUNTS = np.array([293, 113, 60, 713, 891, 346, 26], float)
 _CLASS_P = _OMG_COUNTS ** 0.6 / np.sum(_OMG_COUNTS ** 0.6)
 _REPEAT_P = 0.35
+_MISMATCH_P = 0.2  # the face shows another category than the annotators' max vote
 # Per class: mean arousal, mean valence.
 _CLASS_AV = np.array([[0.72, -0.55], [0.52, -0.50], [0.68, -0.45], [0.60, 0.55], [0.30, 0.05],
                       [0.28, -0.45], [0.78, 0.25]])
@@ -163,14 +166,17 @@ def _face(rng: np.random.Generator, spk: dict, category: int, arousal: float, va
     proto = np.zeros(len(_AU_R))
     for au, v in _PROTOTYPES[category].items():
         proto[_AU_R.index(au)] = v
-    # Expression comes in bursts whose strength grows with arousal.
-    activation = np.clip(0.35 + 0.9 * (arousal - 0.3) + 0.45 * _smooth(rng, n, 6.0), 0.0, 1.5)
+    # Expression comes in bursts; their strength grows with arousal but varies a lot between
+    # utterances for other reasons (an utterance-level factor unrelated to the labels).
+    strength = rng.uniform(0.4, 1.0)
+    activation = np.clip(strength * (0.3 + 0.6 * (arousal - 0.3)) + 0.35 * _smooth(rng, n, 6.0),
+                         0.0, 1.5)
     mean_v = _CLASS_AV[category, 1]
     au = (spk["au_rest"][None] + spk["expressivity"] * activation[:, None] * proto[None]
-          + rng.normal(0.0, 0.35, (n, len(_AU_R))))
+          + rng.normal(0.0, 0.5, (n, len(_AU_R))))
     # Valence within the class: a little more smile, a little less brow lowering.
     dv = valence - mean_v
-    for name, gain in (("12", 1.5), ("06", 0.8), ("04", -1.2)):
+    for name, gain in (("12", 1.0), ("06", 0.5), ("04", -0.8)):
         au[:, _AU_R.index(name)] += gain * dv * activation
     au = np.clip(au, 0.0, 5.0)
     presence_r = au[:, [_AU_R.index(a) for a in _AU_C[:16]] + [-1]]
@@ -183,7 +189,7 @@ def _face(rng: np.random.Generator, spk: dict, category: int, arousal: float, va
     eye = np.stack([np.sin(angle[:, 0]), np.sin(angle[:, 1]), -np.cos(angle[:, 0])], 1)
     gaze = np.concatenate([eye + rng.normal(0, 0.02, (n, 3)), eye + rng.normal(0, 0.02, (n, 3)),
                            angle], axis=1)
-    motion = 0.3 + 1.5 * arousal
+    motion = rng.uniform(0.3, 1.2) * (0.5 + arousal)
     pose = spk["pose"][None] + motion * np.stack(
         [8 * _smooth(rng, n, 8.0), 6 * _smooth(rng, n, 8.0), 15 * _smooth(rng, n, 10.0),
          0.05 * _smooth(rng, n, 6.0), 0.08 * _smooth(rng, n, 6.0), 0.04 * _smooth(rng, n, 6.0)], 1)
@@ -260,7 +266,13 @@ def _split(out: pathlib.Path, split: str, size: int, rng: np.random.Generator, t
             seconds = float(rng.uniform(*duration_s))
             n = int(seconds * fps)
             stem = f"utterance_{number}"
-            values, success = _face(rng, spk, category, arousal, valence, n)
+            # Annotations are noisy: a fifth of the faces show another category than the
+            # max vote, and the rated arousal/valence scatter around what the face shows.
+            shown = (category if rng.random() >= _MISMATCH_P
+                     else int(rng.choice(len(CATEGORY_NAMES), p=_CLASS_P)))
+            values, success = _face(rng, spk, shown, float(np.clip(arousal + rng.normal(0, 0.1),
+                                                                   0, 1)),
+                                    float(np.clip(valence + rng.normal(0, 0.15), -1, 1)), n)
             folder = out / "openface" / vid
             folder.mkdir(parents=True, exist_ok=True)
             write_openface_csv(folder / f"{stem}.csv", values, success, fps,
