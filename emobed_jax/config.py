@@ -95,6 +95,24 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.loss.neg_threshold = 0.3
     c.loss.temperature = 0.1
     c.loss.align_frames = 256
+    # Distillation (method='distill', docs/methods.md): the student's task loss plus w_distill
+    # times its match to a frozen teacher's head outputs or embeddings.
+    c.loss.w_distill = 1.0
+    c.loss.distill_target = "outputs"  # 'outputs' or 'embeddings'
+    c.loss.distill_regression = "mse"  # regression outputs: 'mse' or 'ccc'
+    c.loss.distill_embedding = "cosine"  # embeddings: 'mse' or 'cosine'
+    c.loss.distill_temperature = 2.0  # class logits: KL at this temperature (times T^2)
+    # Each auxiliary modality of each training example is dropped with this probability.
+    c.loss.modality_dropout = 0.0
+
+    # The distillation teacher: a trained run directory, or (empty) trained first in
+    # WORKDIR/teacher by the same program on `teacher_modalities` ('auxiliary' or 'all').
+    c.distill = ml_collections.ConfigDict()
+    c.distill.teacher_workdir = ""
+    c.distill.teacher_modalities = "auxiliary"
+    # 'auto': monomodal for one teacher modality, joint for several.
+    c.distill.teacher_method = "auto"
+    c.distill.teacher_num_train_steps = 0  # 0: the student's num_train_steps
     return c
 
 
@@ -128,9 +146,11 @@ def _options() -> dict:
     from emobed_jax.data import batching, loading
     from emobed_jax.evaluation import evaluators
     from emobed_jax.models import emobed, lstm, pooling, projector
-    from emobed_jax.training import parallel
+    from emobed_jax.training import parallel, teacher
 
     return {
+        "distill.teacher_modalities": teacher.TEACHER_MODALITIES,
+        "distill.teacher_method": teacher.TEACHER_METHODS,
         "task": evaluators.TASKS, "parallelism": parallel.MODES,
         "model.encoder": emobed.ENCODERS, "model.rnn_impl": lstm.IMPLS,
         "model.pooling": pooling.POOLING, "model.projector_activation": projector.ACTIVATIONS,
@@ -201,7 +221,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
             raise ValueError(
                 f"config.{key}={config[key]} is not divisible by the {num_devices} devices; "
                 f"expected a multiple of {num_devices}")
-    for key in ("data.max_frames", "postprocess.median_window_frames", "optimizer.warmup_steps"):
+    for key in ("data.max_frames", "postprocess.median_window_frames", "optimizer.warmup_steps",
+                "distill.teacher_num_train_steps"):
         if _get(config, key) < 0:
             raise ValueError(f"config.{key}={_get(config, key)!r}: expected >= 0")
     for key in ("model.dropout", "model.head_dropout"):
@@ -228,6 +249,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
     delays = dict(config.data.label_delay_s)
     if any(float(d) < 0 for d in delays.values()):
         raise ValueError(f"config.data.label_delay_s={delays}: expected delays >= 0")
+    from emobed_jax.training import teacher
+
+    teacher.validate_config(config)
     _check_best_metric(config)
 
 

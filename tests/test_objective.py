@@ -286,7 +286,7 @@ def _config(**loss):
 def test_valid_defaults_pass_and_tables_are_the_dispatch_keys():
     for level in (None, "frame", "utterance"):
         objective.validate_config(_config(), level)
-    assert objective.METHODS == ("monomodal", "joint", "crossmodal", "emobed")
+    assert objective.METHODS == ("monomodal", "joint", "crossmodal", "emobed", "distill")
     assert set(objective.METHOD_TERMS) == set(objective.METHODS)
 
 

@@ -5,6 +5,7 @@
   joint       task(target) + w_aux * sum_aux task(aux)          (shared head on every modality)
   crossmodal  task(target) + w_align * align(target, aux)
   emobed      task(target) + w_aux * sum_aux task(aux) + w_align * align(target, aux)
+  distill     task(target) + w_distill * distill(student, frozen teacher)   (target-only model)
 
 Each option name is spelled once, in a table beside its implementation (`METHOD_TERMS` here,
 `task.REGRESSION_LOSS_FNS`, `crossmodal.ALIGN_LOSS_FNS`, `agreement.PAIR_RULES`, ...), and the
@@ -19,12 +20,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from emobed_jax.losses import agreement, crossmodal, mining, task as task_losses
+from emobed_jax.losses import agreement, crossmodal, distill, mining, task as task_losses
 
-# `config.method`: name -> (uses the auxiliary task losses, uses the alignment term).
-METHOD_TERMS = {"monomodal": (False, False), "joint": (True, False),
-                "crossmodal": (False, True), "emobed": (True, True)}
+# `config.method`: name -> (uses the auxiliary task losses, uses the alignment term, uses the
+# distillation term).
+METHOD_TERMS = {"monomodal": (False, False, False), "joint": (True, False, False),
+                "crossmodal": (False, True, False), "emobed": (True, True, False),
+                "distill": (False, False, True)}
 METHODS = tuple(METHOD_TERMS)
+# Methods whose model has parameters for the target modality alone (the distillation student
+# sees only the target; its teacher is a separate, frozen model).
+TARGET_ONLY_METHODS = ("monomodal", "distill")
 LEVELS = ("frame", "utterance")
 
 
@@ -39,6 +45,9 @@ class Objective:
       label_smoothing, w_aux, w_align, align, margin, mining, direction, positives,
       pos_threshold, neg_threshold, temperature, align_frames: `config.loss` fields.
       bin_edges: tuple of per-dimension bin edges (positives='bins').
+      w_distill, distill_target, distill_regression, distill_embedding, distill_temperature:
+        the distillation term (`method='distill'`).
+      modality_dropout: probability of dropping each auxiliary modality per training example.
     """
 
     method: str
@@ -61,6 +70,12 @@ class Objective:
     temperature: float = 0.1
     align_frames: int = 256
     bin_edges: tuple | None = None
+    w_distill: float = 1.0
+    distill_target: str = "outputs"
+    distill_regression: str = "mse"
+    distill_embedding: str = "cosine"
+    distill_temperature: float = 2.0
+    modality_dropout: float = 0.0
 
     @property
     def uses_aux_task(self) -> bool:
@@ -71,6 +86,11 @@ class Objective:
     def uses_align(self) -> bool:
         """Whether the crossmodal alignment term enters the total."""
         return METHOD_TERMS[self.method][1]
+
+    @property
+    def uses_distill(self) -> bool:
+        """Whether the distillation term enters the total (a frozen teacher runs in the step)."""
+        return METHOD_TERMS[self.method][2]
 
 
 def _expect(ok: bool, key: str, value, expected: str) -> None:
@@ -100,7 +120,15 @@ def validate_config(config, level: str | None = None) -> None:
     _expect_one_of("loss.mining", loss.mining, mining.MINING)
     _expect_one_of("loss.direction", loss.direction, crossmodal.DIRECTIONS)
     _expect_one_of("loss.positives", loss.positives, agreement.POSITIVES)
-    for key in ("w_aux", "w_align", "margin"):
+    _expect_one_of("loss.distill_target", loss.distill_target, distill.DISTILL_TARGETS)
+    _expect_one_of("loss.distill_regression", loss.distill_regression, distill.REGRESSION_MATCHES)
+    _expect_one_of("loss.distill_embedding", loss.distill_embedding, distill.EMBEDDING_MATCHES)
+    _expect(loss.distill_temperature > 0, "loss.distill_temperature", loss.distill_temperature,
+            "> 0")
+    # p = 1 would drop every auxiliary of every example: nothing left for the terms that use them.
+    _expect(0.0 <= loss.modality_dropout < 1.0, "loss.modality_dropout", loss.modality_dropout,
+            "a probability in [0, 1)")
+    for key in ("w_aux", "w_align", "margin", "w_distill"):
         _expect(loss[key] >= 0, f"loss.{key}", loss[key], ">= 0")
     _expect(0.0 <= loss.label_smoothing <= 1.0, "loss.label_smoothing", loss.label_smoothing,
             "a value in [0, 1]")
@@ -148,7 +176,7 @@ def objective_from_config(config, level: str, class_counts=None, train_targets=N
     if config.task != "category" and loss.positives == "bins" and train_targets is not None:
         edges = tuple(tuple(float(v) for v in e) for e in
                       np.atleast_2d(agreement.quantile_edges(np.asarray(train_targets), loss.num_bins)))
-    modalities = ((config.target_modality,) if config.method == "monomodal"
+    modalities = ((config.target_modality,) if config.method in TARGET_ONLY_METHODS
                   else tuple(config.modalities))
     return Objective(
         method=config.method, target=config.target_modality, modalities=modalities,
@@ -157,7 +185,10 @@ def objective_from_config(config, level: str, class_counts=None, train_targets=N
         align=loss.align, margin=loss.margin, mining=loss.mining, direction=loss.direction,
         positives=loss.positives, pos_threshold=loss.pos_threshold,
         neg_threshold=loss.neg_threshold, temperature=loss.temperature,
-        align_frames=loss.align_frames, bin_edges=edges)
+        align_frames=loss.align_frames, bin_edges=edges, w_distill=loss.w_distill,
+        distill_target=loss.distill_target, distill_regression=loss.distill_regression,
+        distill_embedding=loss.distill_embedding, distill_temperature=loss.distill_temperature,
+        modality_dropout=loss.modality_dropout)
 
 
 def task_loss(obj: Objective, outputs: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
@@ -208,7 +239,38 @@ def alignment_loss(obj: Objective, embeddings: dict, batch: dict, rng: jax.Array
         mining=obj.mining, temperature=obj.temperature)
 
 
-def total_loss(obj: Objective, embeddings: dict, outputs: dict, batch: dict, rng: jax.Array):
+def distillation_loss(obj: Objective, embeddings: dict, outputs: dict, batch: dict,
+                      teacher: dict):
+    """The student's (target modality's) match to the frozen teacher, on the labelled target frames
+    or utterances where the teacher's auxiliary modality is present.
+
+    Args:
+      obj: the objective.
+      embeddings, outputs: the student's per-modality embeddings and head outputs.
+      batch: the batch.
+      teacher: `{"embeddings", "outputs", "present"}` from the teacher (`training.teacher`):
+        its fused embeddings and outputs shaped like the student's, and where an auxiliary
+        teacher modality is present (frames `[B, T]` or utterances `[B]`).
+
+    Returns:
+      (loss, number of frames or utterances it covers).
+    """
+    mask = (batch["target_mask"] * _modality_mask(batch, obj.target, obj.level)
+            * teacher["present"]) > 0
+    if obj.distill_target == "embeddings":
+        fn = distill.EMBEDDING_MATCH_FNS[obj.distill_embedding]
+        value = fn(embeddings[obj.target], teacher["embeddings"], mask)
+    elif obj.task == "category":
+        value = distill.logits_kl(outputs[obj.target], teacher["outputs"], mask,
+                                  temperature=obj.distill_temperature)
+    else:
+        fn = distill.REGRESSION_MATCH_FNS[obj.distill_regression]
+        value = fn(outputs[obj.target], teacher["outputs"], mask)
+    return value, jnp.sum(mask).astype(jnp.float32)
+
+
+def total_loss(obj: Objective, embeddings: dict, outputs: dict, batch: dict, rng: jax.Array,
+               teacher: dict | None = None):
     """Composes the terms `obj.method` asks for.
 
     Args:
@@ -216,9 +278,11 @@ def total_loss(obj: Objective, embeddings: dict, outputs: dict, batch: dict, rng
       embeddings, outputs: the model's per-modality embeddings and head outputs.
       batch: the (global) batch.
       rng: key for frame subsampling.
+      teacher: the frozen teacher's fused embeddings, outputs and presence mask
+        (`distillation_loss`); needed by `method='distill'` only.
 
     Returns:
-      (loss, metrics) with `loss`, `task_<modality>` and `align` entries.
+      (loss, metrics) with `loss`, `task_<modality>`, `align` and `distill` entries.
     """
     metrics = {}
     total = task_loss(obj, outputs[obj.target], batch["targets"], batch["target_mask"])
@@ -236,5 +300,13 @@ def total_loss(obj: Objective, embeddings: dict, outputs: dict, batch: dict, rng
         metrics["align"] = align
         metrics["align_active_terms"] = align_metrics["num_active_terms"]
         total = total + obj.w_align * align
+    if obj.uses_distill:
+        if teacher is None:
+            raise ValueError("method='distill' needs the teacher's outputs in the step (build the "
+                             "train state with a teacher: training.teacher)")
+        value, count = distillation_loss(obj, embeddings, outputs, batch, teacher)
+        metrics["distill"] = value
+        metrics["distill_frames"] = count
+        total = total + obj.w_distill * value
     metrics["loss"] = total
     return total, metrics

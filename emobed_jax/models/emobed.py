@@ -133,10 +133,13 @@ def model_from_config(config: ml_collections.ConfigDict, level: str, num_outputs
       num_outputs: head outputs (2 for arousal/valence, else the class count).
 
     Returns:
-      An `EmoBedModel`; the monomodal baseline has parameters for the target modality only.
+      An `EmoBedModel`; the monomodal baseline and the distillation student have parameters for
+      the target modality only.
     """
+    from emobed_jax.losses import objective  # the table of target-only methods
+
     m = config.model
-    modalities = ((config.target_modality,) if config.method == "monomodal"
+    modalities = ((config.target_modality,) if config.method in objective.TARGET_ONLY_METHODS
                   else tuple(config.modalities))
     return EmoBedModel(
         modalities=modalities, level=level, num_outputs=num_outputs, encoder=m.encoder,

@@ -91,18 +91,20 @@ class Experiment:
         """One training-shaped batch (for parameter initialisation)."""
         return next(self.train_stream(0)[0])
 
-    def init_state(self, seed: int | None = None, place: bool = True):
+    def init_state(self, seed: int | None = None, place: bool = True, teacher=None):
         """The step-0 train state and the training key of `seed` (default `config.seed`).
 
         Args:
           seed: the seed.
           place: put both on the mesh (replicated); False keeps them where they were made.
+          teacher: the frozen `training.teacher.Teacher` of a distillation run, or None.
 
         Returns:
           (state, train_rng).
         """
         init_rng, train_rng = init_rngs(self.config.seed if seed is None else seed)
-        state = ts.create_state(self.model, self.config, self.example_batch(), init_rng)
+        state = ts.create_state(self.model, self.config, self.example_batch(), init_rng,
+                                teacher=teacher)
         if not place:
             return state, train_rng
         return self.par.put_state(state), self.par.put_state(train_rng)

@@ -4,7 +4,9 @@
 seeds `config.seed + k`) and vmaps the ordinary train step over them; each replica reads its own
 data order. Replica k is the same computation as a separate run with `config.seed = seed + k`
 (`tests/test_multiseed.py`). Each replica keeps its best parameters by validation
-`best_metric`; at the end every replica's best parameters are scored on the eval splits.
+`best_metric`; at the end every replica's best parameters are scored on the eval splits and
+written to `workdir/best_params/seed_<seed>.msgpack` (`load_best_params`), which is how the
+teachers of a multi-seed distillation run reach their students (`training.teacher`).
 """
 from __future__ import annotations
 
@@ -16,13 +18,31 @@ import os
 import jax
 import jax.numpy as jnp
 import tqdm
+from flax import serialization
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from emobed_jax import atomic, run_dir
 from emobed_jax.evaluation import evaluators
-from emobed_jax.training import experiment, loop, parallel, state as ts, workdir_lock
+from emobed_jax.training import experiment, loop, parallel, state as ts, teacher as teacher_lib
+from emobed_jax.training import workdir_lock
 
 log = logging.getLogger(__name__)
+PARAMS_DIR = "best_params"
+
+
+def params_path(workdir: str, seed: int) -> str:
+    """Where a replica run keeps the best parameters of `seed`."""
+    return os.path.join(workdir, PARAMS_DIR, f"seed_{seed}.msgpack")
+
+
+def load_best_params(workdir: str, seed: int) -> dict:
+    """The best parameters of replica `seed` of the run in `workdir` (nested dicts of numpy)."""
+    path = params_path(workdir, seed)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: the replica run in {workdir} has not "
+                                f"finished seed {seed}")
+    with open(path, "rb") as f:
+        return serialization.msgpack_restore(f.read())
 
 
 def _stack(trees):
@@ -33,14 +53,16 @@ def _replica(tree, k: int):
     return jax.tree_util.tree_map(lambda x: x[k], tree)
 
 
-def init_replicas(exp: experiment.Experiment, seeds):
-    """Stacked train states and training keys for `seeds` (replica k = a run with seeds[k])."""
+def init_replicas(exp: experiment.Experiment, seeds, teachers=None):
+    """Stacked train states and training keys for `seeds` (replica k = a run with seeds[k]);
+    `teachers`: one frozen teacher per seed (distillation), sharing one `apply`."""
     example = exp.example_batch()
     tx = ts.make_optimizer(exp.config)  # one optimiser object: replicas share the tree metadata
     states, keys = [], []
-    for seed in seeds:
+    for k, seed in enumerate(seeds):
         init_rng, train_rng = experiment.init_rngs(seed)
-        states.append(ts.create_state(exp.model, exp.config, example, init_rng, tx=tx))
+        states.append(ts.create_state(exp.model, exp.config, example, init_rng, tx=tx,
+                                      teacher=None if teachers is None else teachers[k]))
         keys.append(train_rng)
     return _stack(states), jnp.stack(keys)
 
@@ -73,7 +95,9 @@ def train_replicas(config, workdir: str, devices=None) -> dict:
     exp = experiment.build(config, devices)
     run_dir.write(workdir, config, exp.data)
     seeds = [config.seed + k for k in range(config.num_seeds)]
-    states, keys = init_replicas(exp, seeds)
+    teachers = (teacher_lib.prepare_replicas(config, workdir, exp.data, seeds, devices)
+                if exp.objective.uses_distill else None)
+    states, keys = init_replicas(exp, seeds, teachers)
     states, keys = exp.par.put_state(states), exp.par.put_state(keys)
     step_fn, batch_sharding = compile_replica_step(exp)
     streams = [exp.train_stream(0, seed)[0] for seed in seeds]
@@ -101,6 +125,10 @@ def train_replicas(config, workdir: str, devices=None) -> dict:
                  raise_nonfinite=not config.skip_nonfinite_updates, progress=bar)
     metrics = {split: [evaluators.evaluate_split(exp, p, predict_fn, split)[0] for p in best_params]
                for split in exp.eval_split_names}
+    os.makedirs(os.path.join(workdir, PARAMS_DIR), exist_ok=True)
+    for seed, params in zip(seeds, best_params):
+        with atomic.atomic_write(params_path(workdir, seed), "wb") as f:
+            f.write(serialization.msgpack_serialize(params))
     results = {"config": config.to_dict(), "seeds": seeds, "step": config.num_train_steps,
                "best_steps": best_steps, "metrics": metrics}
     atomic.write_json(os.path.join(workdir, "results.json"), results)

@@ -9,19 +9,37 @@ the same gradient as the global loss (see tests/test_parallel.py).
 from __future__ import annotations
 
 import functools
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 from flax.training import train_state
 
 from emobed_jax.losses import objective as objective_lib
+from emobed_jax.training import modality_dropout
+
+# Folded into the step's key for modality dropout, so that the dropout and alignment keys of
+# runs without it stay what they were.
+_MODALITY_DROPOUT_SALT = 0x6D6F6464
 
 
 class TrainState(train_state.TrainState):
-    """Flax TrainState plus the count of skipped non-finite updates."""
+    """Flax TrainState plus the count of skipped non-finite updates and, for distillation, the
+    frozen teacher.
+
+    Attributes:
+      skipped: the number of skipped non-finite updates.
+      teacher: the teacher's arrays (`training.teacher.Teacher.tree`), or None. Never updated
+        and never checkpointed (`checkpoints` saves step, params, opt_state and skipped), so the
+        student's run directory stands alone.
+      teacher_fn: `f(teacher, batch) -> {"embeddings", "outputs", "present"}`, static.
+    """
 
     skipped: jax.Array = None
+    teacher: Any = None
+    teacher_fn: Callable = struct.field(pytree_node=False, default=None)
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
@@ -81,14 +99,27 @@ def init_params(model, example_batch: dict, rng: jax.Array):
     return jax.jit(lambda r: model.init(r, feats, lengths, masks)["params"])(rng)
 
 
-def create_state(model, config, example_batch: dict, rng: jax.Array, tx=None) -> TrainState:
-    """Initialises parameters and wraps them with the optimiser (`tx`, default from `config`)."""
+def create_state(model, config, example_batch: dict, rng: jax.Array, tx=None,
+                 teacher=None) -> TrainState:
+    """Initialises parameters and wraps them with the optimiser (`tx`, default from `config`).
+
+    Args:
+      model, config, example_batch, rng: what the parameters are made from.
+      tx: the optimiser (default `make_optimizer(config)`).
+      teacher: a `training.teacher.Teacher` (distillation), or None.
+    """
     return TrainState.create(apply_fn=model.apply, params=init_params(model, example_batch, rng),
                              tx=tx if tx is not None else make_optimizer(config),
-                             skipped=jnp.zeros((), jnp.int32))
+                             skipped=jnp.zeros((), jnp.int32),
+                             teacher=None if teacher is None else teacher.tree,
+                             teacher_fn=None if teacher is None else teacher.apply)
 
 
 def _loss_fn(params, state, obj, batch, rng, axis_name):
+    if obj.modality_dropout > 0:
+        batch = modality_dropout.drop(
+            batch, jax.random.fold_in(rng, _MODALITY_DROPOUT_SALT), obj.target,
+            obj.modality_dropout, axis_name)
     dropout_rng, align_rng = jax.random.split(rng)
     if axis_name is not None:
         # Different dropout masks per device; the alignment rng stays shared because the loss
@@ -100,10 +131,14 @@ def _loss_fn(params, state, obj, batch, rng, axis_name):
         rngs={"dropout": dropout_rng})
     parts = {"embeddings": embeddings, "outputs": outputs,
              "batch": {k: batch[k] for k in ("lengths", "masks", "targets", "target_mask")}}
+    if obj.uses_distill and state.teacher_fn is not None:
+        # The frozen teacher reads the batch's teacher modalities; the gradient is taken with
+        # respect to `params` only, and stop_gradient makes that explicit.
+        parts["teacher"] = state.teacher_fn(jax.lax.stop_gradient(state.teacher), batch)
     if axis_name is not None:
         parts = jax.lax.all_gather(parts, axis_name, tiled=True)
     return objective_lib.total_loss(obj, parts["embeddings"], parts["outputs"], parts["batch"],
-                                    align_rng)
+                                    align_rng, teacher=parts.get("teacher"))
 
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, obj, axis_name=None,

@@ -18,7 +18,8 @@ import tqdm
 
 from emobed_jax import atomic, console, run_dir
 from emobed_jax.evaluation import artifacts, evaluators
-from emobed_jax.training import checkpoints, experiment, loop, parallel, preemption, workdir_lock
+from emobed_jax.training import (checkpoints, experiment, loop, parallel, preemption,
+                                  teacher as teacher_lib, workdir_lock)
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,10 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     exp = experiment.build(config, devices)
     if _is_main():
         run_dir.write(workdir, config, exp.data)
-    state, train_rng = exp.init_state()
+    # A distillation student's frozen teacher: loaded, or trained first in workdir/teacher.
+    teacher = (teacher_lib.prepare(config, workdir, exp.data, devices)
+               if exp.objective.uses_distill else None)
+    state, train_rng = exp.init_state(teacher=teacher)
     # Two `latest` steps, so that a damaged newest one leaves an intact one to fall back to.
     latest = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "latest"), max_to_keep=2,
                                       cleanup=True)
