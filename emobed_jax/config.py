@@ -45,7 +45,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.window_hop_frames = 50
     c.data.max_frames = 0  # utterance datasets: crop training utterances (0 = no limit)
     c.data.rebuild = False  # delete the prepared dataset and prepare it again (changed sources)
-    c.data.normalize = True
+    # 'global': z-normalise with training statistics; 'group': centre each group (the dataset's
+    # group key, e.g. OMG's video) on its own mean first; 'none': raw features. (Runs stored
+    # before 0.3 hold True / False, read as 'global' / 'none'.)
+    c.data.normalize = "global"
     c.data.nonfinite = "mask"
     c.data.missing_auxiliary = "mask"
     # Label dimensions to learn and score (empty: every dimension the dataset has), in this order.
@@ -73,6 +76,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.projector_activation = "tanh"
     c.model.head_hidden = (32,)
     c.model.head_dropout = 0.0
+    # model.encoder='pooled' (utterance level): statistics of the valid frames, then an MLP.
+    c.model.pooled_statistics = ("mean", "std")
+    # Training only: mask each valid frame out with this probability; add Gaussian noise of this
+    # standard deviation to the normalised features (regularisers for small corpora).
+    c.model.frame_dropout = 0.0
+    c.model.feature_noise = 0.0
 
     # AVEC-style post-processing of frame-level predictions at evaluation (off by default).
     c.postprocess = ml_collections.ConfigDict()
@@ -155,6 +164,7 @@ def _options() -> dict:
         "model.encoder": emobed.ENCODERS, "model.rnn_impl": lstm.IMPLS,
         "model.pooling": pooling.POOLING, "model.projector_activation": projector.ACTIVATIONS,
         "data.nonfinite": loading.NONFINITE, "data.missing_auxiliary": batching.MISSING_AUXILIARY,
+        "data.normalize": loading.NORMALIZE,
         "postprocess.bias_scale": tuple(evaluators.BIAS_SCALE),
     }
 
@@ -225,9 +235,12 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
                 "distill.teacher_num_train_steps"):
         if _get(config, key) < 0:
             raise ValueError(f"config.{key}={_get(config, key)!r}: expected >= 0")
-    for key in ("model.dropout", "model.head_dropout"):
+    for key in ("model.dropout", "model.head_dropout", "model.frame_dropout"):
         if not 0.0 <= _get(config, key) < 1.0:
             raise ValueError(f"config.{key}={_get(config, key)}: expected in [0, 1)")
+    if not config.model.feature_noise >= 0:
+        raise ValueError(f"config.model.feature_noise={config.model.feature_noise}: expected >= 0")
+    _check_pooled_statistics(config.model.pooled_statistics)
     if not config.optimizer.learning_rate > 0:
         raise ValueError(f"config.optimizer.learning_rate={config.optimizer.learning_rate}: "
                          f"expected > 0")
@@ -255,6 +268,15 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
     _check_best_metric(config)
 
 
+def _check_pooled_statistics(names) -> None:
+    from emobed_jax.models import pooled
+
+    if (not isinstance(names, (tuple, list)) or not names or len(set(names)) != len(names)
+            or any(n not in pooled.STATISTICS for n in names)):
+        raise ValueError(f"config.model.pooled_statistics={names!r}: expected distinct names from "
+                         f"{list(pooled.STATISTICS)}")
+
+
 def validate_against_dataset(config, info) -> None:
     """The checks that need the dataset's description (`loading.DatasetInfo`): its label-grid
     rate, the best metric at its level and label dimensions, and the loss options at its level.
@@ -265,5 +287,12 @@ def validate_against_dataset(config, info) -> None:
     if abs(config.data.frame_rate_hz - rate) > 1e-9:
         raise ValueError(f"config.data.frame_rate_hz={config.data.frame_rate_hz} does not match "
                          f"dataset {info.name!r}, whose labels are at {rate} Hz; expected {rate}")
+    if config.model.encoder == "pooled" and info.level != "utterance":
+        raise ValueError(f"config.model.encoder='pooled' pools each utterance to one vector, but "
+                         f"dataset {info.name!r} is labelled per frame (task={config.task!r}); "
+                         f"expected model.encoder='lstm' or 'conv' for frame-level data")
+    if config.data.normalize == "group" and not info.conventions.group_key:
+        raise ValueError(f"config.data.normalize='group' needs a dataset with groups (speakers, "
+                         f"videos); dataset {info.name!r} declares none; expected True")
     objective.validate_config(config, info.level)
     _check_best_metric(config, info.level, info.conventions.group_key, info.label_names)

@@ -22,6 +22,23 @@ from emobed_jax.datasets import conventions as conventions_lib
 log = logging.getLogger(__name__)
 # config.data.nonfinite: what `read_split` does with NaN/Inf feature frames.
 NONFINITE = ("mask", "raise")
+# config.data.normalize: 'global' (z-normalise with the training split's statistics), 'group'
+# (first subtract each group's mean, the group being the dataset's group key, e.g. OMG-Emotion's
+# video; then z-normalise with the training split's statistics of the centred features), 'none'
+# (raw features). True and False are what runs stored before these names hold.
+NORMALIZE = ("global", "group", "none", True, False)
+
+
+def normalize_mode(value) -> str | None:
+    """`config.data.normalize` as 'global', 'group' or None (no normalisation)."""
+    if value is True or value == "global":
+        return "global"
+    if value == "group":
+        return "group"
+    if value is False or value == "none":
+        return None
+    raise ValueError(f"config.data.normalize={value!r} is not valid; expected one of "
+                     f"{list(NORMALIZE)}")
 
 
 @dataclasses.dataclass
@@ -276,6 +293,42 @@ def feature_statistics(data: SplitData) -> dict:
         stats[m] = (allf.mean(axis=0).astype(np.float32),
                     np.where(std > 1e-8, std, 1.0).astype(np.float32))
     return stats
+
+
+def center_groups(data: SplitData, group_key: str) -> dict:
+    """Subtracts, in place, each group's mean over its valid frames from every valid frame of
+    the group's examples (per modality); invalid frames stay as they are.
+
+    Each split is centred with its own groups' means, so an unseen speaker (video) is centred on
+    their own resting level; a group without a valid frame of a modality is left unchanged.
+
+    Args:
+      data: a split read by `read_split`.
+      group_key: the example field naming the group (`Conventions.group_key`, e.g. 'video_id').
+
+    Returns:
+      modality -> {group: `[D]` mean} (float64 accumulation, stored as float32).
+
+    Raises:
+      ValueError: the examples have no field `group_key`.
+    """
+    if group_key not in data.extra:
+        raise ValueError(f"config.data.normalize='group' needs the group field {group_key!r}, "
+                         f"which this dataset's examples do not have (fields: "
+                         f"{sorted(data.extra)})")
+    groups = data.extra[group_key]
+    means = {}
+    for m, seqs in data.features.items():
+        sums, counts = {}, {}
+        for g, x, v in zip(groups, seqs, data.valid[m]):
+            if len(x) and v.any():
+                sums[g] = sums.get(g, 0.0) + x[v].astype(np.float64).sum(axis=0)
+                counts[g] = counts.get(g, 0) + int(v.sum())
+        means[m] = {g: (sums[g] / counts[g]).astype(np.float32) for g in sums}
+        for i, (g, x) in enumerate(zip(groups, seqs)):
+            if g in means[m] and len(x):
+                seqs[i] = np.where(data.valid[m][i][:, None], x - means[m][g], x).astype(np.float32)
+    return means
 
 
 def normalize(data: SplitData, stats: dict) -> None:

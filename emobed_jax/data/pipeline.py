@@ -1,7 +1,8 @@
 """From a config to batches: the dataset read, normalised and prepared once, and its streams.
 
 `load(config)` reads every split of the configured dataset into memory, standardises features
-with the training split's statistics, delay-shifts frame-level labels and returns a `Data`. The
+with the training split's statistics (after centring each group, e.g. video, on its own mean
+with `data.normalize='group'`), delay-shifts frame-level labels and returns a `Data`. The
 training stream (`train_stream`) is a pure function of (seed, step); evaluation batches come
 from `batching.eval_batches`. Nothing here knows about models or devices.
 """
@@ -70,7 +71,17 @@ def load(config, stats: dict | None = None) -> Data:
     for name, split in raw.items():
         if not len(split):
             raise ValueError(f"dataset {info.name!r} split {name!r} has no example")
-    if config.data.normalize:
+    mode = loading.normalize_mode(config.data.normalize)
+    if mode == "group":
+        key = info.conventions.group_key
+        if not key:
+            raise ValueError(f"config.data.normalize='group': dataset {info.name!r} declares no "
+                             f"group key (speaker, video); expected True (global statistics)")
+        # Every split centres each of its groups on the group's own mean (an unseen speaker on
+        # their resting level); the statistics below are then those of the centred features.
+        for split in raw.values():
+            loading.center_groups(split, key)
+    if mode:
         stats = stats or loading.feature_statistics(raw["train"])
         for split in raw.values():
             loading.normalize(split, stats)

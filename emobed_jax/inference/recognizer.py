@@ -86,6 +86,10 @@ class Recognizer:
         self.input_dim = int(self.info.feature_dims[self.target])
         stats = record["stats"]
         self.mean, self.std = (stats[self.target] if stats else (None, None))
+        # data.normalize='group': training centred each group (speaker, video) on its own mean;
+        # a recording given here is its own group, centred on the mean of its valid frames.
+        self.group_centred = (loading.normalize_mode(self.config.data.get("normalize", True))
+                              == "group")
         self.model, self.params, self.step = model, params, step
 
     @classmethod
@@ -139,11 +143,16 @@ class Recognizer:
         ok = jnp.all(jnp.isfinite(x), axis=-1)
         if valid is not None:
             ok = ok & valid
+        # Padding and invalid frames are masked, as evaluation batches mask them.
+        mask = (jnp.arange(x.shape[1])[None] < lengths[:, None]) & ok
+        if self.group_centred:
+            w = mask[..., None].astype(x.dtype)
+            x0 = jnp.where(mask[..., None], x, 0.0)
+            x = x - jnp.sum(x0 * w, axis=1, keepdims=True) / jnp.maximum(
+                jnp.sum(w, axis=1, keepdims=True), 1.0)
         if self.mean is not None:
             x = (x - jnp.asarray(self.mean)) / jnp.asarray(self.std)
         x = jnp.where(ok[..., None], x, 0.0)  # as `data.nonfinite='mask'`: bad frames are 0
-        # Padding and invalid frames are masked, as evaluation batches mask them.
-        mask = (jnp.arange(x.shape[1])[None] < lengths[:, None]) & ok
         m = self.target
         emb, out = self.model.apply({"params": self.params}, {m: x}, {m: lengths},
                                     {m: mask.astype(jnp.float32)}, train=False)
@@ -161,13 +170,16 @@ class Recognizer:
         return result
 
     def normalize(self, features: np.ndarray) -> np.ndarray:
-        """Standardises `[T, D]` features with the training statistics (as training did);
+        """Standardises `[T, D]` features with the training statistics (as training did; a
+        `data.normalize='group'` run first centres them on their finite frames' mean);
         non-finite frames become 0, as `data.nonfinite='mask'` makes them."""
         x = np.asarray(features, np.float32)
         if x.ndim != 2 or x.shape[1] != self.input_dim:
             raise RecognizerError(f"features of shape {x.shape}: expected [frames, "
                                   f"{self.input_dim}] for modality {self.target!r}")
         finite = np.all(np.isfinite(x), axis=1, keepdims=True)
+        if self.group_centred and finite.any():
+            x = x - x[finite[:, 0]].astype(np.float64).mean(axis=0).astype(np.float32)
         if self.mean is not None:
             x = (x - self.mean) / self.std
         return np.where(finite, x, 0.0).astype(np.float32)

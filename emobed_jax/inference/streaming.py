@@ -186,6 +186,10 @@ class Stream:
         if rec.level != "frame" or rec.task == "category":
             raise StreamError(f"streaming needs a frame-level regression run; this one is "
                               f"{rec.level}-level, task {rec.task!r}")
+        if rec.group_centred:
+            raise StreamError("this run centres each recording's features on the recording's own "
+                              "mean (data.normalize='group'), which a stream does not know before "
+                              "its end: cannot stream; predict whole recordings instead")
         settings = dict(rec.feature_settings)
         if settings.pop("kind", None) != "log_mel":
             raise StreamError(f"modality {rec.target!r} of this run is not made from audio by "

@@ -16,10 +16,11 @@ import ml_collections
 from emobed_jax.models import lstm
 from emobed_jax.models.conv import ConvEncoder
 from emobed_jax.models.head import SharedHead
+from emobed_jax.models.pooled import PooledEncoder
 from emobed_jax.models.pooling import Pool
 from emobed_jax.models.projector import Projector
 
-ENCODERS = ("lstm", "conv")
+ENCODERS = ("lstm", "conv", "pooled")  # 'pooled': utterance level only (models/pooled.py)
 
 
 def make_encoder(kind: str, hidden: int, num_layers: int, bidirectional: bool, kernel_size: int,
@@ -69,6 +70,10 @@ class EmoBedModel(nn.Module):
       embedding_dim: size of the shared embedding.
       projector_activation: one of `projector.ACTIVATIONS`.
       head_hidden, head_dropout: the shared head's hidden widths and dropout.
+      pooled_statistics: the statistics of the 'pooled' encoder (`pooled.STATISTICS`).
+      frame_dropout: training only: each valid frame is masked out with this probability.
+      feature_noise: training only: Gaussian noise of this standard deviation is added to the
+        (normalised) features of valid frames.
     """
 
     modalities: Sequence[str]
@@ -87,6 +92,9 @@ class EmoBedModel(nn.Module):
     projector_activation: str = "tanh"
     head_hidden: Sequence[int] = (32,)
     head_dropout: float = 0.0
+    pooled_statistics: Sequence[str] = ("mean", "std")
+    frame_dropout: float = 0.0
+    feature_noise: float = 0.0
 
     @nn.compact
     def __call__(self, features: Mapping[str, jax.Array], lengths: Mapping[str, jax.Array],
@@ -97,7 +105,7 @@ class EmoBedModel(nn.Module):
           features: modality -> `[B, T_m, D_m]` frames (invalid frames already zeroed).
           lengths: modality -> `[B]` number of frames (padding excluded).
           masks: modality -> `[B, T_m]` 1 for frames that carry information (used by pooling).
-          train: enables dropout.
+          train: enables dropout, frame dropout and feature noise.
 
         Returns:
           (embeddings, outputs): dicts modality -> `[B, T, E]`/`[B, T, K]` at frame level or
@@ -111,13 +119,34 @@ class EmoBedModel(nn.Module):
                           dropout=self.head_dropout, name="shared_head")
         mods = sorted(features)
         embeddings, outputs = {}, {}
+        if self.encoder == "pooled" and self.level != "utterance":
+            raise ValueError("model.encoder='pooled' pools each utterance to one vector; the "
+                             "dataset is labelled per frame: use model.encoder='lstm' or 'conv'")
         for m in mods:
+            x, mask = features[m], masks[m]
+            if train and self.frame_dropout > 0:
+                # Frame dropout: the model must not rely on any single frame (few utterances).
+                keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.frame_dropout,
+                                            mask.shape)
+                mask = mask * keep.astype(mask.dtype)
+                x = x * keep[..., None].astype(x.dtype)
+            if train and self.feature_noise > 0:
+                noise = jax.random.normal(self.make_rng("dropout"), x.shape, x.dtype)
+                x = x + self.feature_noise * noise * (mask[..., None] > 0).astype(x.dtype)
+            if self.encoder == "pooled":
+                h = PooledEncoder(hidden=self.hidden, num_layers=self.num_layers,
+                                  dropout=self.dropout, statistics=tuple(self.pooled_statistics),
+                                  name=f"encoder_{m}")(x, mask, train)
+                embeddings[m] = Projector(self.embedding_dim, self.projector_activation,
+                                          name=f"projector_{m}")(h)
+                outputs[m] = head(embeddings[m], train)
+                continue
             encoder = make_encoder(self.encoder, self.hidden, self.num_layers, self.bidirectional,
                                    self.kernel_size, self.dropout, self.rnn_impl,
                                    name=f"encoder_{m}", causal=self.causal)
-            h = encoder(features[m], lengths[m], train)
+            h = encoder(x, lengths[m], train)
             if self.level == "utterance":
-                h = Pool(self.pooling, name=f"pool_{m}")(h, masks[m])
+                h = Pool(self.pooling, name=f"pool_{m}")(h, mask)
             embeddings[m] = Projector(self.embedding_dim, self.projector_activation,
                                       name=f"projector_{m}")(h)
             outputs[m] = head(embeddings[m], train)
@@ -149,4 +178,8 @@ def model_from_config(config: ml_collections.ConfigDict, level: str, num_outputs
         # Runs stored before the key existed have centred convolutions.
         causal=bool(m.get("causal", False)),
         embedding_dim=m.embedding_dim, projector_activation=m.projector_activation,
-        head_hidden=tuple(m.head_hidden), head_dropout=m.head_dropout)
+        head_hidden=tuple(m.head_hidden), head_dropout=m.head_dropout,
+        # Runs stored before these keys existed: the defaults, which change nothing.
+        pooled_statistics=tuple(m.get("pooled_statistics", ("mean", "std"))),
+        frame_dropout=float(m.get("frame_dropout", 0.0)),
+        feature_noise=float(m.get("feature_noise", 0.0)))
