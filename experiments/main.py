@@ -25,6 +25,8 @@ with it preloaded (`emobed_jax.tcmalloc`; EMOBED_TCMALLOC=0 turns this off).
 """
 import signal
 import sys
+import threading
+import time
 
 if __name__ == "__main__":
     # Before anything else (imports take time): the re-executed process starts from here, and
@@ -45,13 +47,29 @@ INTERRUPTED = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminate
 
 def _on_signal(signum, frame):
     _SIGNALS.append(signum)
+    # Raised where the program is; but a signal landing in a callback Python cannot raise from
+    # (e.g. JAX's garbage-collection hook) is swallowed there, so a watchdog ends the program
+    # a few seconds later if the exception did not.
+    threading.Thread(target=_exit_soon, daemon=True).start()
     raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+
+
+def _exit_soon(seconds: float = 5.0) -> None:
+    time.sleep(seconds)
+    _exit_interrupted()
+
+
+def _quiet_unraisable(unraisable, default=sys.unraisablehook):
+    """The swallowed signal exception is not an error to print (the watchdog reports it)."""
+    if not isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)):
+        default(unraisable)
 
 
 # First thing: a signal during start-up must end with one line, not a traceback. Also where the
 # parent shell started us with SIGINT ignored (a background job).
 signal.signal(signal.SIGTERM, _on_signal)
 signal.signal(signal.SIGINT, _on_signal)
+sys.unraisablehook = _quiet_unraisable
 
 import importlib.util  # noqa: E402
 import os  # noqa: E402
