@@ -140,39 +140,26 @@ def test_export_describes_three_dimensions(video_run, tmp_path):
     np.testing.assert_allclose(np.asarray(got)[0], expected, atol=1e-4)
 
 
-def test_the_ablation_on_the_corpus(frame_corpus, tmp_path):
-    """The baseline against EmoBed (whose objective holds the joint and the crossmodal terms:
-    every method's terms are checked exactly in test_objective), two seeds each, with the
-    table built from the corpus's three dimensions."""
-    corpus, data_dir = frame_corpus
-    config = _config(corpus, data_dir, "monomodal,physio", **{
-        "num_train_steps": 4, "eval_every_steps": 4, "checkpoint_every_steps": 4})
-    methods = ("monomodal", "emobed")
-    runs = ablation.run_ablation(config, str(tmp_path), 2, methods, ("physio",),
-                                 devices=jax.devices()[:1])
-    table = ablation.write_reports(str(tmp_path), runs, methods, ("physio",), "regression", 2)
-    cells = table["validation"]["physio"]
-    assert set(cells) == set(methods)
-    assert list(cells["emobed"]) == [f"ccc_{n}" for n in NAMES] + ["ccc_mean"]
-    assert "t_test_p" in cells["emobed"]["ccc_dominance"]
-    assert "| method | ccc_arousal | ccc_valence | ccc_dominance | ccc_mean |" in \
-        (tmp_path / "ablation.md").read_text()
-
-
-def test_utterance_level_categories_from_the_data(tmp_path):
+def test_ablation_on_an_utterance_level_corpus_with_categories_from_the_data(tmp_path):
+    """The ablation (the baseline against EmoBed, whose objective holds the joint and the
+    crossmodal terms: every method's terms are checked exactly in test_objective), two seeds
+    each, on the utterance-level example corpus: classes from its labels.csv, the table from the
+    category metrics."""
     corpus = tmp_path / "corpus"
     make_example_corpus.write_corpus(corpus, level="utterance", train=2, validation=1, test=0,
                                      duration_s=20.0)
-    workdir = str(tmp_path / "run")
-    config = _config(corpus, tmp_path / "data", "emobed,video,category")
-    results = train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
-    assert {"accuracy", "uar", "macro_f1"} <= set(results["metrics"]["validation"])
-    with open(os.path.join(workdir, "run.json")) as f:
+    config = _config(corpus, tmp_path / "data", "monomodal,video,category", **{
+        "num_train_steps": 4, "eval_every_steps": 4, "checkpoint_every_steps": 4})
+    methods = ("monomodal", "emobed")
+    runs = ablation.run_ablation(config, str(tmp_path / "ablation"), 2, methods, ("video",),
+                                 devices=jax.devices()[:1])
+    table = ablation.write_reports(str(tmp_path / "ablation"), runs, methods, ("video",),
+                                   "category", 2)
+    cells = table["validation"]["video"]
+    assert set(cells) == set(methods)
+    assert list(cells["emobed"]) == ["accuracy", "uar", "macro_f1"]
+    assert "t_test_p" in cells["emobed"]["uar"]
+    with open(tmp_path / "ablation" / "emobed_video" / "run.json") as f:
         dataset = json.load(f)["dataset"]
     assert dataset["level"] == "utterance"
     assert dataset["class_names"] == ["neutral", "happy", "angry", "sad"]
-    train.evaluate_checkpoint(None, workdir, plots=False, devices=jax.devices()[:1])
-    with open(os.path.join(workdir, "predictions_validation.csv")) as f:
-        header = next(csv.reader(f))
-    assert header == ["name", "category", "category_gold"] + [
-        f"p_{c}" for c in dataset["class_names"]]
