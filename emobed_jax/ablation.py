@@ -1,9 +1,17 @@
-"""The paper's table: monomodal vs joint vs crossmodal vs EmoBed, per inference modality.
+"""The paper's table: monomodal vs joint vs crossmodal vs EmoBed (and cross-modal distillation,
+`distill`), per inference modality.
 
 `run_ablation` trains every method x target with `num_seeds` vmapped replicas (skipping runs
 already finished in the workdir), and `write_reports` writes `ablation.json` (every run's
 metrics), `ablation.md` (mean ± std per method and target, the difference to the monomodal
 baseline with a paired t-test and a Wilcoxon signed-rank test over seeds) and `ablation.png`.
+
+A `distill` run trains its teacher per run and per seed: `<workdir>/distill_<target>/teacher`
+holds K teacher replicas with the run's seeds, and student replica k learns from teacher
+replica k (`training.teacher.prepare_replicas`). The teacher differs per target (it sees that
+target's auxiliary modalities), and a teacher per seed makes every seed an independent repetition
+of the whole procedure, so the spread and the paired tests include the teacher's variance
+(docs/methods.md). A finished teacher is reused when the run is repeated.
 """
 from __future__ import annotations
 

@@ -1,10 +1,12 @@
 """The ablation table: every method x target x seed, with statistics against the baseline.
 
     python experiments/ablation.py --config=configs/synthetic.py --workdir=DIR [--seeds=5] \
-        [--methods=monomodal,joint,crossmodal,emobed] [--targets=audio,video] [--config.KEY=VALUE]
+        [--methods=monomodal,joint,crossmodal,emobed,distill] [--targets=audio,video] \
+        [--config.KEY=VALUE]
 
 Writes DIR/ablation.json, DIR/ablation.md and DIR/ablation.png; runs already finished in DIR
-are reused. Seeds run as vmapped replicas in one program (config.num_seeds).
+are reused. Seeds run as vmapped replicas in one program (config.num_seeds). A `distill` run
+first trains one teacher per seed in DIR/distill_<target>/teacher (docs/methods.md).
 """
 import os
 import sys
@@ -15,7 +17,8 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 _SEEDS = flags.DEFINE_integer("seeds", 5, "Seeds per method x target.")
-_METHODS = flags.DEFINE_list("methods", ["monomodal", "joint", "crossmodal", "emobed"], "Methods.")
+_METHODS = flags.DEFINE_list("methods", ["monomodal", "joint", "crossmodal", "emobed"],
+                             "Methods (any of monomodal, joint, crossmodal, emobed, distill).")
 _TARGETS = flags.DEFINE_list("targets", ["audio", "video"], "Inference modalities.")
 flags.mark_flags_as_required(["config", "workdir"])
 

@@ -19,7 +19,7 @@ def test_loss_falls_on_a_small_problem(tiny_config, method):
     first = np.mean([x["loss"] for x in m[:5]])
     last = np.mean([x["loss"] for x in m[-5:]])
     assert last < first - 0.2, (first, last)
-    # Each method trains exactly its terms (README "The four methods").
+    # Each method trains exactly its terms (README "The methods").
     terms = {k for k in m[0] if k.startswith("task_") or k == "align"}
     assert terms == {"monomodal": {"task_audio"}, "joint": {"task_audio", "task_video"},
                      "crossmodal": {"task_audio", "align"},

@@ -1,6 +1,6 @@
 """The training objective: task losses per modality plus the crossmodal alignment term.
 
-`method` decides which terms enter the total (README, "The four methods"):
+`method` decides which terms enter the total (README, "The methods"):
   monomodal   task(target)
   joint       task(target) + w_aux * sum_aux task(aux)          (shared head on every modality)
   crossmodal  task(target) + w_align * align(target, aux)

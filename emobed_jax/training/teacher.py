@@ -170,6 +170,9 @@ def _check_compatible(record: dict, workdir: str, config, data, model_mods: tupl
         ("label_delay_frames", list(d["label_delay_frames"]),
          [int(v) for v in np.asarray(data.delays)]),
     ]
+    # Group centring is not an affine map of the features, so it must be used by both or neither.
+    checks.append(("data.normalize='group'", record["config"].data.get("normalize") == "group",
+                   config.data.normalize == "group"))
     for m in model_mods:
         checks.append((f"feature_dims[{m}]", d["feature_dims"].get(m), info.feature_dims.get(m)))
     if config.loss.distill_target == "embeddings":
