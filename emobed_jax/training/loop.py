@@ -49,7 +49,7 @@ class Every:
 
 def nonfinite_error(step: int, metrics: dict, replica: int | None = None) -> FloatingPointError:
     """The error for a non-finite update, naming the step, the terms and what to do."""
-    terms = {k: v for k, v in metrics.items() if k == "loss" or k.startswith(("task_", "align"))}
+    terms = {k: v for k, v in metrics.items() if k == "loss" or k.startswith(("task_", "align", "distill"))}
     bad = [k for k, v in terms.items() if not math.isfinite(v) and k != "loss"] or (
         ["loss"] if not math.isfinite(terms["loss"]) else ["gradient"])
     where = f" (replica {replica})" if replica is not None else ""
