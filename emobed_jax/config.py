@@ -51,6 +51,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.normalize = "global"
     c.data.nonfinite = "mask"
     c.data.missing_auxiliary = "mask"
+    # Regimes (data/regimes.py): the fraction of training recordings that keep their labels, and
+    # that keep their auxiliary modalities; which ones depends on subset_seed only.
+    c.data.label_fraction = 1.0
+    c.data.aux_fraction = 1.0
+    c.data.subset_seed = 0
     # Label dimensions to learn and score (empty: every dimension the dataset has), in this order.
     c.data.label_names = ()
     # Seconds per label dimension (a name not listed: no delay), e.g. "{'arousal': 2.4}".
@@ -235,6 +240,10 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
                 "distill.teacher_num_train_steps"):
         if _get(config, key) < 0:
             raise ValueError(f"config.{key}={_get(config, key)!r}: expected >= 0")
+    for key in ("data.label_fraction", "data.aux_fraction"):
+        value = _get(config, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+            raise ValueError(f"config.{key}={value!r}: expected a fraction in (0, 1]")
     for key in ("model.dropout", "model.head_dropout", "model.frame_dropout"):
         if not 0.0 <= _get(config, key) < 1.0:
             raise ValueError(f"config.{key}={_get(config, key)}: expected in [0, 1)")

@@ -83,6 +83,7 @@ def synthetic_batch(dims: dict, batch: int, length: int, seed: int = 0) -> dict:
         "targets": targets,
         "target_mask": np.ones((batch, length), np.float32),
         "index": np.arange(batch, dtype=np.int32),
+        "labelled": np.ones((batch,), np.float32),
     }
 
 

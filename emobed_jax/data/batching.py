@@ -6,6 +6,7 @@ Batch layout (numpy, what the train and eval steps consume):
   masks[m]    [B, T_m] float32        1 for frames that exist and carry information
   targets     [B, T, K] / [B, K] float32 (the K label dimensions) or [B] int32 (category)
   target_mask [B, T] / [B] float32    1 where the target is scored
+  labelled    [B] float32             1 for examples with labels (`data.label_fraction`)
   index       [B] int32               example index in the split (-1 for padding rows)
 
 The training stream is a pure function of (seed, step): batch `s` is element `s` of a grain
@@ -27,13 +28,22 @@ MISSING_AUXILIARY = ("mask", "drop")
 
 @dataclasses.dataclass
 class Examples:
-    """A split prepared for batching (targets already delay-shifted at frame level)."""
+    """A split prepared for batching (targets already delay-shifted at frame level).
+
+    `labelled[i]` is False for a training example whose labels a regime withheld
+    (`data.regimes.unlabel`); its `target_valid` is then all False.
+    """
 
     data: loading.SplitData
     targets: list  # [T, K] / [K] float32, or int
     target_valid: list  # [T] bool, or bool
     level: str
     modalities: tuple
+    labelled: list = None
+
+    def __post_init__(self):
+        if self.labelled is None:
+            self.labelled = [True] * len(self.data)
 
 
 def prepare_examples(data: loading.SplitData, level: str, task: str, modalities,
@@ -102,6 +112,7 @@ def _empty_batch(examples: Examples, size: int, lengths: dict, task: str) -> dic
         "lengths": {m: np.zeros((size,), np.int32) for m in examples.modalities},
         "masks": {m: np.zeros((size, lengths[m]), np.float32) for m in examples.modalities},
         "index": np.full((size,), -1, np.int32),
+        "labelled": np.zeros((size,), np.float32),
     }
     if task == "category":
         batch["targets"] = np.zeros((size,), np.int32)
@@ -120,6 +131,7 @@ def fill_row(batch: dict, row: int, examples: Examples, index: int, start: int, 
     """Copies example `index` from frame `start` into row `row` of `batch` (cropping to fit)."""
     d = examples.data
     batch["index"][row] = index
+    batch["labelled"][row] = float(examples.labelled[index])
     for m in examples.modalities:
         cap = batch["features"][m].shape[1]
         x = d.features[m][index]

@@ -13,7 +13,7 @@ import logging
 
 import numpy as np
 
-from emobed_jax.data import batching, delay, loading
+from emobed_jax.data import batching, delay, loading, regimes
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,13 @@ class Data:
     stats: dict | None
 
     def class_counts(self) -> np.ndarray | None:
-        """Training class counts (category datasets), for class-weighted losses."""
-        train = self.splits["train"].data
-        if train.categories is None or self.info.class_names is None:
+        """Training class counts (category datasets; labelled examples), for class-weighted
+        losses."""
+        train = self.splits["train"]
+        if train.data.categories is None or self.info.class_names is None:
             return None
-        return np.bincount(np.asarray(train.categories), minlength=len(self.info.class_names))
+        labelled = [c for c, ok in zip(train.data.categories, train.labelled) if ok]
+        return np.bincount(np.asarray(labelled, int), minlength=len(self.info.class_names))
 
     def train_targets(self) -> np.ndarray:
         """`[N, K]` valid training label values (frames or utterances), for bins."""
@@ -71,6 +73,9 @@ def load(config, stats: dict | None = None) -> Data:
     for name, split in raw.items():
         if not len(split):
             raise ValueError(f"dataset {info.name!r} split {name!r} has no example")
+    # Before the normalisation statistics: they must see only the frames training sees.
+    regimes.drop_auxiliary(raw["train"], config.target_modality, config.data.aux_fraction,
+                           config.data.subset_seed, info.level)
     mode = loading.normalize_mode(config.data.normalize)
     if mode == "group":
         key = info.conventions.group_key
@@ -89,6 +94,7 @@ def load(config, stats: dict | None = None) -> Data:
         stats = None
     splits = {s: batching.prepare_examples(d, info.level, config.task, info.modalities, delays)
               for s, d in raw.items()}
+    regimes.unlabel(splits["train"], config.data.label_fraction, config.data.subset_seed)
     log.info("dataset %s: level=%s modalities=%s dims=%s splits=%s", info.name, info.level,
              info.modalities, info.feature_dims, {s: len(d.data) for s, d in splits.items()})
     return Data(info=info, splits=splits, delays=delays, stats=stats)

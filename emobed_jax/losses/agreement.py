@@ -2,7 +2,8 @@
 
 Turns the batch's labels into boolean [N, M] matrices `pos` (same emotion) and `neg` (different
 emotion) between anchor rows and candidate rows, from categories (`class`), from a label distance
-(`distance`) or from quantile bins of continuous labels (`bins`). `PAIR_RULES` maps each rule's name
+(`distance`) or from quantile bins of continuous labels (`bins`); or, needing no label, from the
+instance itself (`instance`: the same frame or utterance in two modalities). `PAIR_RULES` maps each rule's name
 (`config.loss.positives`; `POSITIVES` is the tuple of names) to its (pos, neg) builder.
 
 All functions except `quantile_edges` (numpy, run once on training labels) are jit-able.
@@ -149,6 +150,13 @@ def pairs_from_distance(labels, pos_threshold, neg_threshold) -> tuple[jax.Array
     return positive_matrix_from_distance(labels, labels, pos_threshold, neg_threshold)
 
 
+def pairs_from_instances(num: int) -> tuple[jax.Array, jax.Array]:
+    """(pos, neg) [N, N] needing no label: a row is positive only with itself (the same frame or
+    utterance seen in another modality) and negative with every other row."""
+    same = jnp.eye(num, dtype=bool)
+    return same, ~same
+
+
 def pairs_from_bins(labels, edges) -> tuple[jax.Array, jax.Array]:
     """(pos, neg) [N, N] of a batch with itself: same joint quantile bin (`quantile_bins`) or not."""
     return pairs_from_classes(quantile_bins(labels, edges))
@@ -161,5 +169,7 @@ PAIR_RULES = {
     "distance": lambda labels, *, edges, pos_threshold, neg_threshold: pairs_from_distance(
         labels, pos_threshold, neg_threshold),
     "class": lambda labels, *, edges, pos_threshold, neg_threshold: pairs_from_classes(labels),
+    "instance": lambda labels, *, edges, pos_threshold, neg_threshold: pairs_from_instances(
+        labels.shape[0]),
 }
 POSITIVES = tuple(PAIR_RULES)

@@ -207,9 +207,15 @@ def _modality_mask(batch: dict, m: str, level: str) -> jax.Array:
     return (batch["lengths"][m] > 0).astype(jnp.float32)
 
 
+def _label_free(obj: Objective) -> bool:
+    """Whether the alignment needs no label (instance positives): unlabelled rows take part."""
+    return obj.positives == "instance"
+
+
 def _pair_matrices(obj: Objective, labels: jax.Array):
-    """(pos, neg) [N, N] of the batch by `obj.positives`; categories always agree by class."""
-    rule = "class" if obj.task == "category" else obj.positives
+    """(pos, neg) [N, N] of the batch by `obj.positives`; categories agree by class unless the
+    pairs are instances."""
+    rule = "class" if obj.task == "category" and not _label_free(obj) else obj.positives
     edges = None if obj.bin_edges is None else np.asarray(obj.bin_edges)
     return agreement.PAIR_RULES[rule](labels, edges=edges, pos_threshold=obj.pos_threshold,
                                       neg_threshold=obj.neg_threshold)
@@ -221,7 +227,9 @@ def alignment_loss(obj: Objective, embeddings: dict, batch: dict, rng: jax.Array
     Returns:
       (loss, metrics).
     """
-    target_mask = batch["target_mask"] * _modality_mask(batch, obj.target, obj.level)
+    target_mask = _modality_mask(batch, obj.target, obj.level)
+    if not _label_free(obj):  # pairs by label agreement: labelled frames or utterances only
+        target_mask = batch["target_mask"] * target_mask
     if obj.level == "frame":
         idx, picked = mining.subsample_frames(rng, target_mask > 0, obj.align_frames)
         emb = {m: mining.gather_frames(embeddings[m], idx) for m in obj.modalities}
@@ -241,8 +249,9 @@ def alignment_loss(obj: Objective, embeddings: dict, batch: dict, rng: jax.Array
 
 def distillation_loss(obj: Objective, embeddings: dict, outputs: dict, batch: dict,
                       teacher: dict):
-    """The student's (target modality's) match to the frozen teacher, on the labelled target frames
-    or utterances where the teacher's auxiliary modality is present.
+    """The student's (target modality's) match to the frozen teacher where the teacher's auxiliary
+    modality is present: on the scored frames or utterances of labelled examples, and on every
+    frame of the examples whose labels a regime withheld (`data.label_fraction`).
 
     Args:
       obj: the objective.
@@ -255,8 +264,14 @@ def distillation_loss(obj: Objective, embeddings: dict, outputs: dict, batch: di
     Returns:
       (loss, number of frames or utterances it covers).
     """
-    mask = (batch["target_mask"] * _modality_mask(batch, obj.target, obj.level)
-            * teacher["present"]) > 0
+    # Labelled examples: their scored frames; unlabelled ones (`data.label_fraction`): every
+    # frame the target has, since matching the teacher needs no label.
+    labelled = batch.get("labelled")
+    scored = batch["target_mask"]
+    if labelled is not None:
+        per_frame = labelled[:, None] if scored.ndim == 2 else labelled
+        scored = scored * per_frame + (1.0 - per_frame)
+    mask = (scored * _modality_mask(batch, obj.target, obj.level) * teacher["present"]) > 0
     if obj.distill_target == "embeddings":
         fn = distill.EMBEDDING_MATCH_FNS[obj.distill_embedding]
         value = fn(embeddings[obj.target], teacher["embeddings"], mask)
