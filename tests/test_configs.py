@@ -53,7 +53,7 @@ def test_config_keys_match_base():
     ("method", "foo", "config.method='foo' is not valid; expected one of ['monomodal', 'joint'"),
     ("target_modality", "ecg", "expected one of config.modalities=['audio', 'video']"),
     ("parallelism", "gspmd", "expected one of ['jit', 'pmap']"),
-    ("model.encoder", "transformer", "expected one of ['lstm', 'conv']"),
+    ("model.encoder", "transformer", "expected one of ['lstm', 'conv', 'pooled']"),
     ("model.rnn_impl", "flax", "expected one of ['auto', 'fused', 'cudnn', 'scan']"),
     ("batch_size", 7, "not divisible by the 2 devices"),
     ("loss.mining", "random", "expected one of ['batch_hard', 'semi_hard']"),

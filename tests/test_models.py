@@ -128,7 +128,7 @@ def test_unknown_choices_are_rejected():
     feats, lens, masks = _inputs(dims={"audio": 5, "video": 4})
     with pytest.raises(ValueError, match=r"modalities \['video'\] have no parameters"):
         _model(modalities=("audio",)).init(jax.random.key(0), feats, lens, masks)
-    with pytest.raises(ValueError, match=r"model.encoder='gru': expected one of \['lstm', 'conv'\]"):
+    with pytest.raises(ValueError, match=r"model.encoder='gru': expected one of \['lstm', 'conv', 'pooled'\]"):
         _model(encoder="gru").init(jax.random.key(0), feats, lens, masks)
     with pytest.raises(ValueError, match=r"projector_activation='gelu'"):
         _model(projector_activation="gelu").init(jax.random.key(0), feats, lens, masks)

@@ -17,7 +17,7 @@ from emobed_jax.models import lstm
 from emobed_jax.models.conv import ConvEncoder
 from emobed_jax.models.head import SharedHead
 from emobed_jax.models.pooled import PooledEncoder
-from emobed_jax.models.pooling import Pool
+from emobed_jax.models.pooling import Pool, length_mask
 from emobed_jax.models.projector import Projector
 
 ENCODERS = ("lstm", "conv", "pooled")  # 'pooled': utterance level only (models/pooled.py)
@@ -123,7 +123,9 @@ class EmoBedModel(nn.Module):
             raise ValueError("model.encoder='pooled' pools each utterance to one vector; the "
                              "dataset is labelled per frame: use model.encoder='lstm' or 'conv'")
         for m in mods:
-            x, mask = features[m], masks[m]
+            x = features[m]
+            # Frame-level callers may pass no masks (only pooling and the regularisers use them).
+            mask = masks[m] if m in masks else length_mask(lengths[m], x.shape[1])
             if train and self.frame_dropout > 0:
                 # Frame dropout: the model must not rely on any single frame (few utterances).
                 keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.frame_dropout,
