@@ -124,7 +124,9 @@ def _exit_interrupted() -> None:
     code, what = 128 + signum, INTERRUPTED[signum]
     workdir = _WORKDIR.value if flags.FLAGS.is_parsed() else None
     where = f"; {workdir} is resumable: rerun the same command" if workdir else ""
-    sys.stderr.write(f"{what}: stopped{where}\n")
+    bars = getattr(sys.modules.get("tqdm"), "tqdm", None)
+    fresh_line = "\n" if getattr(bars, "_instances", None) else ""  # not glued to a progress bar
+    sys.stderr.write(f"{fresh_line}{what}: stopped{where}\n")
     sys.stderr.flush()
     os._exit(code)  # at once: no library's exit handler may wait on a thread now
 

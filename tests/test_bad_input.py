@@ -299,7 +299,7 @@ def test_unknown_config_key(tmp_path, override, fragments):
 
 @pytest.mark.parametrize("overrides, fragments", [
     ({"method": "foo"}, ["config.method='foo' is not valid; expected one of ['monomodal', 'joint', "
-                         "'crossmodal', 'emobed']"]),
+                         "'crossmodal', 'emobed', 'distill']"]),
     ({"target_modality": "ecg"}, ["config.target_modality='ecg' is not valid; expected one of "
                                   "config.modalities=['audio', 'video']"]),
     ({"batch_size": 3}, ["config.batch_size=3 is not divisible by the 2 devices; expected a "

@@ -268,7 +268,8 @@ def test_soak_three_sigkills_then_resume_equal_an_uninterrupted_run(reference, s
     last (only the end of the run evaluates without training afterwards).
     """
     rng = random.Random(20240611)
-    moments = rng.sample(["checkpoint write", "between steps"], 2) + ["evaluation"]
+    # First a SIGTERM (the step finishes, `latest` is saved, status 143), then the SIGKILLs.
+    moments = ["SIGTERM"] + rng.sample(["checkpoint write", "between steps"], 2) + ["evaluation"]
     workdir = str(tmp_path)
     root = os.path.join(workdir, "checkpoints")
     args = [sys.executable, os.path.join(ROOT, "experiments", "main.py")] + tiny_flags(
@@ -287,7 +288,7 @@ def test_soak_three_sigkills_then_resume_equal_an_uninterrupted_run(reference, s
                     seen.update(now)
                     return len(seen) >= nth and bool(now)
                 _wait(proc, writing, f"checkpoint write {nth}")
-            elif moment == "between steps":
+            elif moment in ("between steps", "SIGTERM"):
                 _wait(proc, lambda: any(n.isdigit() for n in set(os.listdir(
                     os.path.join(root, "latest"))) - before) if os.path.isdir(
                     os.path.join(root, "latest")) else False, "a new checkpoint")
@@ -297,6 +298,11 @@ def test_soak_three_sigkills_then_resume_equal_an_uninterrupted_run(reference, s
                       "the last checkpoint")
                 time.sleep(rng.uniform(0.0, 0.05))
             assert proc.poll() is None, f"the run ended before the kill ({moment})"
+            if moment == "SIGTERM":
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(timeout=60) == 143
+                assert "stopped by SIGTERM after step" in (tmp_path / "output.txt").read_text()
+                continue
             proc.send_signal(signal.SIGKILL)
             assert proc.wait(timeout=60) == -signal.SIGKILL
         finally:
