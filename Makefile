@@ -22,7 +22,7 @@ demo: install
 	$(PRELOAD) $(PY) experiments/demo.py --workdir=$(DEMO_DIR)
 
 test: install
-	$(PRELOAD) $(PY) -m pytest tests -q -p no:cacheprovider
+	$(PRELOAD) $(PY) -m pytest tests -q -p no:cacheprovider -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) *.egg-info

@@ -35,7 +35,7 @@ setup(
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest==9.2.0", "audmetric==1.4.2", "librosa==0.11.0", "nbclient==0.11.0",
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "audmetric==1.4.2", "librosa==0.11.0", "nbclient==0.11.0",
                  "nbformat==5.11.1", "ipykernel==7.4.0"],
     },
 )

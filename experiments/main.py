@@ -54,7 +54,7 @@ def _on_signal(signum, frame):
     raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
 
 
-def _exit_soon(seconds: float = 5.0) -> None:
+def _exit_soon(seconds: float = 2.0) -> None:
     time.sleep(seconds)
     _exit_interrupted()
 
