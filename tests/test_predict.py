@@ -247,3 +247,25 @@ def test_utterance_rows(tmp_path):
                   None, fake, "clip")
     assert _read_csv(tmp_path / "r.csv") == [
         {"name": "clip", "arousal": "0.100000", "valence": "-0.250000"}]
+
+
+def test_a_group_centred_run_centres_each_recording_on_its_valid_frames(audio_run):
+    """`data.normalize='group'` runs: a recording given to the recogniser is its own group,
+    centred on the mean of its valid frames (a constant offset, e.g. a person's resting face,
+    changes nothing; invalid frames do not move the centre)."""
+    plain = recognizer.Recognizer.from_workdir(audio_run[0])
+    centred = recognizer.Recognizer.from_workdir(audio_run[0])
+    centred.group_centred = True  # before its first call: compiled per object
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, plain.input_dim)).astype(np.float32)
+    shift = 3.0 * rng.normal(size=plain.input_dim).astype(np.float32)
+    valid = np.ones(80, bool)
+    valid[10:20] = False
+    wild = x.copy()
+    wild[10:20] = 1e3
+    a = centred.predict_features(x, valid).outputs
+    np.testing.assert_allclose(centred.predict_features(x + shift, valid).outputs, a, atol=1e-4)
+    np.testing.assert_allclose(centred.predict_features(wild, valid).outputs, a, atol=1e-5)
+    by_hand = plain.predict_features(x - x[valid].mean(axis=0), valid).outputs
+    np.testing.assert_allclose(by_hand, a, atol=1e-4)
+    assert not np.allclose(plain.predict_features(x + shift, valid).outputs, a, atol=1e-3)

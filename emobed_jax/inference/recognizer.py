@@ -170,16 +170,15 @@ class Recognizer:
         return result
 
     def normalize(self, features: np.ndarray) -> np.ndarray:
-        """Standardises `[T, D]` features with the training statistics (as training did; a
-        `data.normalize='group'` run first centres them on their finite frames' mean);
-        non-finite frames become 0, as `data.nonfinite='mask'` makes them."""
+        """Standardises `[T, D]` features with the training statistics, as training did;
+        non-finite frames become 0, as `data.nonfinite='mask'` makes them. (For the streaming
+        path, which refuses `data.normalize='group'` runs: a stream cannot know a recording's
+        mean before it ends; `forward` centres whole recordings.)"""
         x = np.asarray(features, np.float32)
         if x.ndim != 2 or x.shape[1] != self.input_dim:
             raise RecognizerError(f"features of shape {x.shape}: expected [frames, "
                                   f"{self.input_dim}] for modality {self.target!r}")
         finite = np.all(np.isfinite(x), axis=1, keepdims=True)
-        if self.group_centred and finite.any():
-            x = x - x[finite[:, 0]].astype(np.float64).mean(axis=0).astype(np.float32)
         if self.mean is not None:
             x = (x - self.mean) / self.std
         return np.where(finite, x, 0.0).astype(np.float32)
