@@ -269,3 +269,13 @@ def test_a_group_centred_run_centres_each_recording_on_its_valid_frames(audio_ru
     by_hand = plain.predict_features(x - x[valid].mean(axis=0), valid).outputs
     np.testing.assert_allclose(by_hand, a, atol=1e-4)
     assert not np.allclose(plain.predict_features(x + shift, valid).outputs, a, atol=1e-3)
+
+
+def test_a_group_centred_run_is_not_streamed(audio_run):
+    from emobed_jax.inference import streaming
+
+    rec = recognizer.Recognizer.from_workdir(audio_run[0])
+    rec.group_centred = True
+    with pytest.raises(streaming.StreamError, match=r"data.normalize='group'.*predict whole "
+                                                    r"recordings instead"):
+        streaming.Stream(rec)
