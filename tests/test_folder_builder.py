@@ -189,6 +189,12 @@ def _coverage(root):
     return "physio/spk1/a.csv: frames span 0.000 to 0.040 s but the labels"
 
 
+def _corpus_json_list(root):
+    with open(os.path.join(root, "corpus.json"), "w") as f:
+        json.dump([{"tolerance_s": 0.1}], f)
+    return "corpus.json: a JSON list; expected an object with any of rates_hz, classes"
+
+
 def _npy_rate(root):
     os.makedirs(os.path.join(root, "extra"))
     for rid in ("spk1/a",):
@@ -213,7 +219,7 @@ def _collision(root):
     return "label column 'face' collides"
 
 
-FRAME_CASES = [_no_splits, _bad_splits, _duplicate, _no_label, _no_media, _stray_media, _stray_label,
+FRAME_CASES = [_corpus_json_list, _no_splits, _bad_splits, _duplicate, _no_label, _no_media, _stray_media, _stray_label,
                _no_time, _back_in_time, _nan_label, _empty_label, _wide, _both_labels, _coverage,
                _npy_rate, _mixed, _collision]
 

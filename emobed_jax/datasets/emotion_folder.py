@@ -173,8 +173,7 @@ class EmotionFolder(tfds.core.GeneratorBasedBuilder):
         # Timed files at frame level were pooled onto the label grid: prediction does the same.
         grid = {"align": "label_grid", "tolerance_s": float(metadata.get("tolerance_s", 0.5))} \
             if rate else {}
-        for m, source in (metadata.get("sources") or {}).items():
-            kind = source[source.index("(") + 1:-1].split(",")[0]
+        for m, kind in (metadata.get("kinds") or {}).items():
             if kind == "wav" and cfg.extractor == "logmel":
                 logmel = _logmel_config(cfg, 1.0 / rate if rate else None)
                 settings[m] = {"kind": "log_mel", **dataclasses.asdict(logmel)}
@@ -208,6 +207,7 @@ class EmotionFolder(tfds.core.GeneratorBasedBuilder):
             "modalities": [m.name for m in corpus.modalities],
             "feature_dims": {m.name: m.dim for m in corpus.modalities},
             "sources": {m.name: _source(m, self.builder_config) for m in corpus.modalities},
+            "kinds": {m.name: m.kind for m in corpus.modalities},  # what feature_settings reads
             "rates_hz": dict(corpus.rates_hz),
             "tolerance_s": float(corpus.tolerance_s),
             "conventions": {"frame_rate_hz": 1.0 / corpus.period_s if frame else None,

@@ -140,8 +140,11 @@ def _read_settings(root: str) -> dict:
             settings = json.load(f)
     except json.JSONDecodeError as e:
         raise FolderError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(settings, dict):
+        raise FolderError(f"{path}: a JSON {type(settings).__name__}; expected an object with "
+                          f"any of rates_hz, classes, tolerance_s")
     unknown = sorted(set(settings) - {"rates_hz", "classes", "tolerance_s"})
-    if not isinstance(settings, dict) or unknown:
+    if unknown:
         raise FolderError(f"{path}: unknown keys {unknown}; expected rates_hz, classes, tolerance_s "
                           f"(label names come from the label CSV headers)")
     return settings
