@@ -2,7 +2,7 @@
 
     python experiments/benchmark.py --shape=recola_blstm|crossmodal [--batch=32 --length=300]
         [--steps=20] [--rnn_impl=fused,scan] [--devices=N] [--loop_probe=true]
-        [--inference=true|only] --output=FILE.json
+        [--inference=true|only] [--num_seeds=K] --output=FILE.json
 
 The shapes and every measured quantity are described in docs/benchmark.md (README "Speed").
 JAX runs the project's own `train_step` under `jit` over a `--devices`-device data mesh (default:
@@ -55,13 +55,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--inference", choices=("false", "true", "only"), default="false",
                    help="also (or only) time prediction, streaming and export of trained runs "
                         "(experiments/inference_speed.py)")
+    p.add_argument("--num_seeds", type=int, default=1,
+                   help="> 1: also time K seeds as replicas in one program against K programs, "
+                        "end to end and per step (experiments/replica_speed.py)")
+    p.add_argument("--seed_train_steps", type=int, default=200,
+                   help="training steps of each end-to-end run of --num_seeds")
     p.add_argument("--pipeline_batches", type=int, default=20)
     p.add_argument("--wait_idle", type=float, default=0.0,
                    help="on a shared machine: before each timed block wait up to this many "
                         "seconds for the other cores to be idle")
     p.add_argument("--output", required=True, help="JSON file to write")
     args = p.parse_args(argv)
-    for key in ("batch", "length", "steps", "repeats", "scaling_steps", "pipeline_batches"):
+    for key in ("batch", "length", "steps", "repeats", "scaling_steps", "pipeline_batches",
+                "num_seeds", "seed_train_steps"):
         if getattr(args, key) <= 0:
             p.error(f"--{key}={getattr(args, key)}: expected a positive integer")
     return args
@@ -404,6 +410,13 @@ def main(args) -> int:
 
         result["inference"] = inference_speed.measure()
         print(inference_speed.format_result(result["inference"]))
+    if args.num_seeds > 1:
+        import replica_speed
+
+        result["replicas"] = replica_speed.measure(args.num_seeds, args.seed_train_steps,
+                                                   sorted(SHAPES), args.steps, args.batch,
+                                                   args.length)
+        print(replica_speed.format_result(result["replicas"]))
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     from emobed_jax import atomic
 

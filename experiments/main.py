@@ -137,6 +137,11 @@ def _run():
     console.setup()  # before JAX initialises its backends (its TPU note is noise on a CPU)
     import jax
 
+    config = _CONFIG.value
+    if _MODE.value == "train" and config is not None and config.num_seeds > 1:
+        from emobed_jax.training import replicas
+
+        replicas.claim_cpu_devices(config.num_seeds)  # one CPU device per seed, before JAX starts
     if _COORDINATOR.value or _DISTRIBUTED.value:
         # Before any other jax call. Unset arguments are detected from the environment (TPU
         # metadata, SLURM, Open MPI); on CPU, jax's default gloo collectives link the processes.
@@ -150,7 +155,6 @@ def _run():
     from emobed_jax.training import preemption
 
     console.setup(main_process=jax.process_index() == 0)
-    config = _CONFIG.value
     if _MODE.value == "train" and config is None:
         raise ValueError("--config is required for --mode=train (e.g. --config=configs/synthetic.py)")
     if _MODE.value == "train":

@@ -103,3 +103,22 @@ def test_torch_reference_ccc_and_triplet_match_the_project():
     ref = float(torch_reference.triplet_loss(torch, torch.tensor(a), torch.tensor(c),
                                              torch.tensor(bins), 0.2))
     assert ref == pytest.approx(ours, abs=1e-5)
+
+
+def test_replica_step_timing_runs_k_replicas_on_k_devices():
+    """`benchmark.py --num_seeds=K`'s per-step part (experiments/replica_speed.py) in its own
+    process: one seed on one device against K replicas on K CPU devices."""
+    sys.path.insert(0, os.path.join(ROOT, "experiments"))
+    import replica_speed
+
+    result = replica_speed.step_throughput("crossmodal", 2, steps=2, batch=4, length=20)
+    assert result["shape"] == "crossmodal"
+    for key in ("one_seed_ms", "replicas_ms", "replicas_ms_per_seed", "step_speedup"):
+        assert np.isfinite(result[key]) and result[key] > 0, key
+    assert result["replicas_ms_per_seed"] == pytest.approx(result["replicas_ms"] / 2)
+    assert result["step_speedup"] == pytest.approx(result["one_seed_ms"] / result["replicas_ms_per_seed"])
+    text = replica_speed.format_result({
+        "end_to_end": {"num_seeds": 2, "steps": 3, "sequential_s": [1.0, 2.0],
+                       "sequential_total_s": 3.0, "replicas_s": 2.0, "speedup": 1.5},
+        "step": [result]})
+    assert "one after another 3.0 s (1.0, 2.0), one program 2.0 s: 1.50x" in text

@@ -7,6 +7,14 @@ data order. Replica k is the same computation as a separate run with `config.see
 `best_metric`; at the end every replica's best parameters are scored on the eval splits and
 written to `workdir/best_params/seed_<seed>.msgpack` (`load_best_params`), which is how the
 teachers of a multi-seed distillation run reach their students (`training.teacher`).
+
+Placement: the replica axis is split over a `replica` mesh (`replica_devices`: as many devices as
+divide K), so on several accelerators each runs its share of the seeds with no communication,
+and on the CPU `claim_cpu_devices(K)` (called by `experiments/main.py` and
+`experiments/ablation.py` before JAX starts) makes one host device per replica: XLA runs each
+device's program on its own thread, so the replicas fill the cores that one seed's recurrence
+leaves idle (docs/benchmark.md "Seeds as replicas"). Data, evaluation and prediction use the
+first device only.
 """
 from __future__ import annotations
 
@@ -17,17 +25,45 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import tqdm
 from flax import serialization
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from emobed_jax import atomic, run_dir
 from emobed_jax.evaluation import evaluators
-from emobed_jax.training import experiment, loop, parallel, state as ts, teacher as teacher_lib
+from emobed_jax.training import experiment, loop, state as ts, teacher as teacher_lib
 from emobed_jax.training import workdir_lock
 
 log = logging.getLogger(__name__)
 PARAMS_DIR = "best_params"
+REPLICA_AXIS = "replica"
+
+
+def claim_cpu_devices(num_replicas: int) -> bool:
+    """Splits the CPU into `num_replicas` XLA host devices, one per replica; True if it did.
+
+    Must run before JAX initialises its backends (it does nothing afterwards, nor when
+    XLA_FLAGS already sets `--xla_force_host_platform_device_count`: the user's choice). On a
+    GPU or TPU machine it is harmless: the CPU devices are not the default backend.
+    """
+    from jax._src import xla_bridge  # backends_are_initialized has no public alias
+
+    if num_replicas <= 1 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return False
+    if xla_bridge.backends_are_initialized():
+        log.warning("JAX already started: the %d replicas share the devices it has", num_replicas)
+        return False
+    jax.config.update("jax_num_cpu_devices", num_replicas)
+    return True
+
+
+def replica_devices(num_replicas: int, devices) -> list:
+    """The devices the replica axis is split over: the first d of `devices`, d the largest
+    divisor of `num_replicas` that is at most their number (every device holds K/d replicas)."""
+    devices = list(devices)
+    count = max(d for d in range(1, min(num_replicas, len(devices)) + 1) if num_replicas % d == 0)
+    return devices[:count]
 
 
 def params_path(workdir: str, seed: int) -> str:
@@ -58,23 +94,25 @@ def init_replicas(exp: experiment.Experiment, seeds, teachers=None):
     `teachers`: one frozen teacher per seed (distillation), sharing one `apply`."""
     example = exp.example_batch()
     tx = ts.make_optimizer(exp.config)  # one optimiser object: replicas share the tree metadata
+    init = ts.params_initializer(exp.model, example)  # compiled once for every seed
     states, keys = [], []
     for k, seed in enumerate(seeds):
         init_rng, train_rng = experiment.init_rngs(seed)
-        states.append(ts.create_state(exp.model, exp.config, example, init_rng, tx=tx,
+        states.append(ts.create_state(exp.model, exp.config, example, init_rng, tx=tx, init=init,
                                       teacher=None if teachers is None else teachers[k]))
         keys.append(train_rng)
     return _stack(states), jnp.stack(keys)
 
 
-def compile_replica_step(exp: experiment.Experiment):
-    """`f(states, batches [K, B, ...], keys [K]) -> (states, metrics [K])`, jitted over the mesh."""
-    step = jax.vmap(ts.bind_train_step(exp.objective, skip_nonfinite=bool(
-        exp.config.skip_nonfinite_updates)), in_axes=(0, 0, 0))
-    batch_sharding = NamedSharding(exp.par.mesh, P(None, parallel.AXIS))
-    return jax.jit(step, in_shardings=(exp.par.replicated, batch_sharding, exp.par.replicated),
-                   out_shardings=(exp.par.replicated, exp.par.replicated), donate_argnums=(0,)), \
-        batch_sharding
+def compile_replica_step(objective, devices, skip_nonfinite: bool = False):
+    """`f(states, batches [K, B, ...], keys [K]) -> (states, metrics [K])`: the train step of
+    `objective` vmapped over replicas and jitted with the replica axis of every argument and
+    result split over `devices` (`replica_devices`); returns it and that sharding (for placing
+    states, keys and batches)."""
+    step = jax.vmap(ts.bind_train_step(objective, skip_nonfinite=skip_nonfinite), in_axes=(0, 0, 0))
+    split = NamedSharding(Mesh(np.asarray(devices), (REPLICA_AXIS,)), P(REPLICA_AXIS))
+    return jax.jit(step, in_shardings=(split, split, split), out_shardings=(split, split),
+                   donate_argnums=(0,)), split
 
 
 @workdir_lock.holds_workdir  # one training run per workdir; a second one stops at once
@@ -84,7 +122,8 @@ def train_replicas(config, workdir: str, devices=None) -> dict:
     Args:
       config: experiment config (`num_seeds` >= 1).
       workdir: output directory.
-      devices: devices to use (default: all; must be a single process).
+      devices: devices to split the replicas over (default: all; a single process); data,
+        evaluation and prediction use the first.
 
     Returns:
       `{"config", "seeds", "step", "best_steps", "metrics": {split: [metrics per seed]}}`.
@@ -92,16 +131,18 @@ def train_replicas(config, workdir: str, devices=None) -> dict:
     if jax.process_count() > 1:
         raise ValueError("config.num_seeds > 1 runs in a single process; use one process per seed")
     os.makedirs(workdir, exist_ok=True)
-    exp = experiment.build(config, devices)
+    devices = list(jax.devices() if devices is None else devices)
+    exp = experiment.build(config, devices[:1])
     run_dir.write(workdir, config, exp.data)
     seeds = [config.seed + k for k in range(config.num_seeds)]
     teachers = (teacher_lib.prepare_replicas(config, workdir, exp.data, seeds, devices)
                 if exp.objective.uses_distill else None)
     states, keys = init_replicas(exp, seeds, teachers)
-    states, keys = exp.par.put_state(states), exp.par.put_state(keys)
-    step_fn, batch_sharding = compile_replica_step(exp)
+    step_fn, split = compile_replica_step(exp.objective, replica_devices(len(seeds), devices),
+                                          skip_nonfinite=bool(config.skip_nonfinite_updates))
+    states, keys = jax.device_put(states, split), jax.device_put(keys, split)
     streams = [exp.train_stream(0, seed)[0] for seed in seeds]
-    batches = (jax.device_put(_stack([next(s) for s in streams]), batch_sharding)
+    batches = (jax.device_put(_stack([next(s) for s in streams]), split)
                for _ in itertools.count())
     predict_fn = exp.compile_predict()
     best_value = [-math.inf] * len(seeds)
@@ -110,7 +151,8 @@ def train_replicas(config, workdir: str, devices=None) -> dict:
 
     def validate(step, states, metrics):
         for k in range(len(seeds)):
-            params = _replica(states.params, k)
+            # To the host: replica k lives on its own device, evaluation runs on the first.
+            params = jax.device_get(_replica(states.params, k))
             val, _, _ = evaluators.evaluate_split(exp, params, predict_fn, "validation")
             value = val[exp.best_metric]
             if value > best_value[k] or best_params[k] is None:

@@ -91,24 +91,32 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def init_params(model, example_batch: dict, rng: jax.Array):
-    """Initialises the model's parameters from an example batch (first row suffices)."""
+def params_initializer(model, example_batch: dict):
+    """`init(rng) -> params`, jitted once: several seeds (replicas) reuse one compilation,
+    which takes seconds for a recurrent model (first row of the example batch suffices)."""
     feats = {m: jnp.asarray(example_batch["features"][m][:1]) for m in model.modalities}
     lengths = {m: jnp.asarray(example_batch["lengths"][m][:1]) for m in model.modalities}
     masks = {m: jnp.asarray(example_batch["masks"][m][:1]) for m in model.modalities}
-    return jax.jit(lambda r: model.init(r, feats, lengths, masks)["params"])(rng)
+    return jax.jit(lambda r: model.init(r, feats, lengths, masks)["params"])
+
+
+def init_params(model, example_batch: dict, rng: jax.Array):
+    """Initialises the model's parameters from an example batch (first row suffices)."""
+    return params_initializer(model, example_batch)(rng)
 
 
 def create_state(model, config, example_batch: dict, rng: jax.Array, tx=None,
-                 teacher=None) -> TrainState:
+                 teacher=None, init=None) -> TrainState:
     """Initialises parameters and wraps them with the optimiser (`tx`, default from `config`).
 
     Args:
       model, config, example_batch, rng: what the parameters are made from.
       tx: the optimiser (default `make_optimizer(config)`).
       teacher: a `training.teacher.Teacher` (distillation), or None.
+      init: a `params_initializer(model, example_batch)` to reuse (default: a new one).
     """
-    return TrainState.create(apply_fn=model.apply, params=init_params(model, example_batch, rng),
+    init = init if init is not None else params_initializer(model, example_batch)
+    return TrainState.create(apply_fn=model.apply, params=init(rng),
                              tx=tx if tx is not None else make_optimizer(config),
                              skipped=jnp.zeros((), jnp.int32),
                              teacher=None if teacher is None else teacher.tree,
