@@ -81,8 +81,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.projector_activation = "tanh"
     c.model.head_hidden = (32,)
     c.model.head_dropout = 0.0
-    # model.encoder='pooled' (utterance level): statistics of the valid frames, then an MLP.
+    # model.encoder='pooled': statistics of the valid frames, then an MLP.
     c.model.pooled_statistics = ("mean", "std")
+    # Read at frame level only: each frame's statistics come from the centred window of this
+    # many frames (50 = 2 s at 25 Hz); at utterance level the whole utterance is pooled.
+    c.model.pooled_window_frames = 50
     # Training only: mask each valid frame out with this probability; add Gaussian noise of this
     # standard deviation to the normalised features (regularisers for small corpora).
     c.model.frame_dropout = 0.0
@@ -227,7 +230,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
     for key in ("batch_size", "eval_batch_size", "num_train_steps", "eval_every_steps", "num_seeds",
                 "checkpoint_every_steps", "log_every_steps", "data.window_frames",
                 "data.window_hop_frames", "data.prefetch_threads", "model.hidden",
-                "model.num_layers", "model.embedding_dim", "model.kernel_size"):
+                "model.num_layers", "model.embedding_dim", "model.kernel_size",
+                "model.pooled_window_frames"):
         value = _get(config, key)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"config.{key}={value!r}: expected a positive integer")
@@ -296,10 +300,6 @@ def validate_against_dataset(config, info) -> None:
     if abs(config.data.frame_rate_hz - rate) > 1e-9:
         raise ValueError(f"config.data.frame_rate_hz={config.data.frame_rate_hz} does not match "
                          f"dataset {info.name!r}, whose labels are at {rate} Hz; expected {rate}")
-    if config.model.encoder == "pooled" and info.level != "utterance":
-        raise ValueError(f"config.model.encoder='pooled' pools each utterance to one vector, but "
-                         f"dataset {info.name!r} is labelled per frame (task={config.task!r}); "
-                         f"expected model.encoder='lstm' or 'conv' for frame-level data")
     if config.data.normalize == "group" and not info.conventions.group_key:
         raise ValueError(f"config.data.normalize='group' needs a dataset with groups (speakers, "
                          f"videos); dataset {info.name!r} declares none; expected True")

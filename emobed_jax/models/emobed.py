@@ -20,7 +20,7 @@ from emobed_jax.models.pooled import PooledEncoder
 from emobed_jax.models.pooling import Pool, length_mask
 from emobed_jax.models.projector import Projector
 
-ENCODERS = ("lstm", "conv", "pooled")  # 'pooled': utterance level only (models/pooled.py)
+ENCODERS = ("lstm", "conv", "pooled")  # 'pooled': per utterance or frame window (models/pooled.py)
 
 
 def make_encoder(kind: str, hidden: int, num_layers: int, bidirectional: bool, kernel_size: int,
@@ -52,6 +52,11 @@ def make_encoder(kind: str, hidden: int, num_layers: int, bidirectional: bool, k
     if kind == "conv":
         return ConvEncoder(hidden=hidden, num_layers=num_layers, kernel_size=kernel_size,
                            dropout=dropout, causal=causal, name=name)
+    if kind == "pooled":
+        # It needs the frame mask, not only the lengths; EmoBedModel builds it itself.
+        raise ValueError("model.encoder='pooled' is not built by make_encoder (it reads the "
+                         "frame mask); its centred window reads future frames, so it cannot "
+                         "stream")
     raise ValueError(f"model.encoder={kind!r}: expected one of {list(ENCODERS)}")
 
 
@@ -71,6 +76,7 @@ class EmoBedModel(nn.Module):
       projector_activation: one of `projector.ACTIVATIONS`.
       head_hidden, head_dropout: the shared head's hidden widths and dropout.
       pooled_statistics: the statistics of the 'pooled' encoder (`pooled.STATISTICS`).
+      pooled_window_frames: the 'pooled' encoder's centred window at frame level (frames).
       frame_dropout: training only: each valid frame is masked out with this probability.
       feature_noise: training only: Gaussian noise of this standard deviation is added to the
         (normalised) features of valid frames.
@@ -93,6 +99,7 @@ class EmoBedModel(nn.Module):
     head_hidden: Sequence[int] = (32,)
     head_dropout: float = 0.0
     pooled_statistics: Sequence[str] = ("mean", "std")
+    pooled_window_frames: int = 50
     frame_dropout: float = 0.0
     feature_noise: float = 0.0
 
@@ -119,12 +126,14 @@ class EmoBedModel(nn.Module):
                           dropout=self.head_dropout, name="shared_head")
         mods = sorted(features)
         embeddings, outputs = {}, {}
-        if self.encoder == "pooled" and self.level != "utterance":
-            raise ValueError("model.encoder='pooled' pools each utterance to one vector; the "
-                             "dataset is labelled per frame: use model.encoder='lstm' or 'conv'")
+        if self.encoder == "pooled" and self.level != "utterance" and self.causal:
+            raise ValueError("model.causal=True with model.encoder='pooled' at frame level: its "
+                             "centred window reads future frames; use model.encoder='lstm' or "
+                             "'conv' for a causal model")
         for m in mods:
             x = features[m]
-            # Frame-level callers may pass no masks (only pooling and the regularisers use them).
+            # Frame-level callers may pass no masks (only pooling, the pooled encoder and the
+            # regularisers use them).
             mask = masks[m] if m in masks else length_mask(lengths[m], x.shape[1])
             if train and self.frame_dropout > 0:
                 # Frame dropout: the model must not rely on any single frame (few utterances).
@@ -136,19 +145,20 @@ class EmoBedModel(nn.Module):
                 noise = jax.random.normal(self.make_rng("dropout"), x.shape, x.dtype)
                 x = x + self.feature_noise * noise * (mask[..., None] > 0).astype(x.dtype)
             if self.encoder == "pooled":
+                # It reads the mask (after frame dropout), not only the lengths: the statistics
+                # skip invalid frames. Per utterance it pools by itself (no `pool_<m>`).
+                window = None if self.level == "utterance" else self.pooled_window_frames
                 h = PooledEncoder(hidden=self.hidden, num_layers=self.num_layers,
                                   dropout=self.dropout, statistics=tuple(self.pooled_statistics),
-                                  name=f"encoder_{m}")(x, mask, train)
-                embeddings[m] = Projector(self.embedding_dim, self.projector_activation,
-                                          name=f"projector_{m}")(h)
-                outputs[m] = head(embeddings[m], train)
-                continue
-            encoder = make_encoder(self.encoder, self.hidden, self.num_layers, self.bidirectional,
-                                   self.kernel_size, self.dropout, self.rnn_impl,
-                                   name=f"encoder_{m}", causal=self.causal)
-            h = encoder(x, lengths[m], train)
-            if self.level == "utterance":
-                h = Pool(self.pooling, name=f"pool_{m}")(h, mask)
+                                  window_frames=window, name=f"encoder_{m}")(
+                                      x, mask, train, lengths[m])
+            else:
+                encoder = make_encoder(self.encoder, self.hidden, self.num_layers,
+                                       self.bidirectional, self.kernel_size, self.dropout,
+                                       self.rnn_impl, name=f"encoder_{m}", causal=self.causal)
+                h = encoder(x, lengths[m], train)
+                if self.level == "utterance":
+                    h = Pool(self.pooling, name=f"pool_{m}")(h, mask)
             embeddings[m] = Projector(self.embedding_dim, self.projector_activation,
                                       name=f"projector_{m}")(h)
             outputs[m] = head(embeddings[m], train)
@@ -183,5 +193,6 @@ def model_from_config(config: ml_collections.ConfigDict, level: str, num_outputs
         head_hidden=tuple(m.head_hidden), head_dropout=m.head_dropout,
         # Runs stored before these keys existed: the defaults, which change nothing.
         pooled_statistics=tuple(m.get("pooled_statistics", ("mean", "std"))),
+        pooled_window_frames=int(m.get("pooled_window_frames", 50)),
         frame_dropout=float(m.get("frame_dropout", 0.0)),
         feature_noise=float(m.get("feature_noise", 0.0)))
