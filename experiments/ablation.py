@@ -47,6 +47,9 @@ def main(argv):
     from emobed_jax import console
 
     console.setup()  # our lines only: no library INFO, no note about a missing TPU backend
+    from emobed_jax.training import replicas
+
+    replicas.claim_cpu_devices(_SEEDS.value)  # one CPU device per seed, before JAX starts
     config = _CONFIG.value
     try:  # before any training: a typo in a name is a usage error
         ablation.check_methods(_METHODS.value)

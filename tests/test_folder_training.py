@@ -155,11 +155,11 @@ def test_ablation_on_an_utterance_level_corpus_with_categories_from_the_data(tmp
                                  devices=jax.devices()[:1])
     table = ablation.write_reports(str(tmp_path / "ablation"), runs, methods, ("video",),
                                    "category", 2)
-    cells = table["validation"]["video"]
+    cells = table["all"]["validation"]["video"]
     assert set(cells) == set(methods)
     assert list(cells["emobed"]) == ["accuracy", "uar", "macro_f1"]
     assert len(cells["emobed"]["uar"]["values"]) == 2
-    with open(tmp_path / "ablation" / "emobed_video" / "run.json") as f:
+    with open(tmp_path / "ablation" / "all" / "emobed_video" / "run.json") as f:
         dataset = json.load(f)["dataset"]
     assert dataset["level"] == "utterance"
     assert dataset["class_names"] == ["neutral", "happy", "angry", "sad"]
