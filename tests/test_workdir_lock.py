@@ -191,3 +191,20 @@ def test_a_two_process_run_on_a_locked_workdir_stops_together(tmp_path):
     assert (f"error: WorkdirLockedError: process 0 could not lock --workdir={tmp_path / 'w'} (in "
             f"use by host {socket.gethostname()}, pid {os.getpid()}") in output[1]
     assert not (tmp_path / "data").exists()
+
+
+def test_replica_runs_are_validated_for_one_data_device(tmp_path):
+    """A replica run (num_seeds > 1) batches on one device and splits the seeds over the
+    others, so batch sizes need not divide the device count; a single run's must."""
+    from emobed_jax import config as config_lib
+
+    @workdir_lock.holds_workdir
+    def run(config, workdir, devices=None):
+        return "ran"
+
+    config = config_lib.get_base_config()
+    config.batch_size, config.num_seeds = 32, 5
+    assert run(config, str(tmp_path / "replicas"), devices=list(range(5))) == "ran"
+    config.num_seeds = 1
+    with pytest.raises(ValueError, match="not divisible by the 5 devices"):
+        run(config, str(tmp_path / "single"), devices=list(range(5)))

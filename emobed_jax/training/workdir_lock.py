@@ -173,8 +173,10 @@ def holds_workdir(fn):
         from emobed_jax import config as config_lib
 
         arguments = signature.bind(*args, **kwargs).arguments
-        devices = arguments.get("devices") or jax.devices()
-        config_lib.validate_config(arguments["config"], num_devices=len(devices))
+        config = arguments["config"]
+        # Replica runs (num_seeds > 1) batch on one device and split the seeds over the others.
+        devices = 1 if config.num_seeds > 1 else len(arguments.get("devices") or jax.devices())
+        config_lib.validate_config(config, num_devices=devices)
         lock = acquire_for_run(arguments["workdir"])
         try:
             return fn(*args, **kwargs)
