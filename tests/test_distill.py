@@ -259,3 +259,27 @@ def test_distill_run_with_a_teacher_of_the_same_program_then_loaded(tiny_config,
         state, metrics = step(state, batch, rng)
     assert float(metrics["distill"]) > 0 and float(metrics["distill_frames"]) > 0
     jax.tree.map(np.testing.assert_array_equal, before, jax.device_get(state.teacher))
+
+
+def test_distill_replicas_learn_from_the_teacher_of_their_own_seed(tiny_config, tmp_path):
+    """Two seeds in one program: teacher replicas trained first (one per seed), and student
+    replica k's state holds exactly teacher k's parameters."""
+    from emobed_jax.training import experiment, replicas, teacher
+
+    config = _tiny(tiny_config)
+    config.num_seeds = 2
+    work = str(tmp_path / "student")
+    results = replicas.train_replicas(config, work)
+    assert results["seeds"] == [0, 1]
+    assert all(np.isfinite(m["ccc_mean"]) for m in results["metrics"]["validation"])
+    tdir = os.path.join(work, teacher.TEACHER_DIR)
+    exp = experiment.build(config, jax.devices()[:1])
+    teachers = teacher.prepare_replicas(config, work, exp.data, [0, 1])  # finished: loaded
+    states, _ = replicas.init_replicas(exp, [0, 1], teachers)
+    for k in range(2):
+        expected = replicas.load_best_params(tdir, k)
+        got = jax.tree_util.tree_map(lambda x: x[k], states.teacher["params"])
+        jax.tree_util.tree_map(np.testing.assert_array_equal, got, expected)
+    first = jax.tree_util.tree_leaves(replicas.load_best_params(tdir, 0))
+    second = jax.tree_util.tree_leaves(replicas.load_best_params(tdir, 1))
+    assert any(not np.array_equal(a, b) for a, b in zip(first, second))

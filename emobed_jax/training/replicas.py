@@ -18,6 +18,7 @@ first device only.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -82,7 +83,9 @@ def load_best_params(workdir: str, seed: int) -> dict:
 
 
 def _stack(trees):
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+    """Stacks trees of arrays leaf by leaf on the host (numpy): a jnp.stack per leaf would be an
+    XLA dispatch per leaf, and per training step for the batches."""
+    return jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
 
 
 def _replica(tree, k: int):
@@ -94,12 +97,18 @@ def init_replicas(exp: experiment.Experiment, seeds, teachers=None):
     `teachers`: one frozen teacher per seed (distillation), sharing one `apply`."""
     example = exp.example_batch()
     tx = ts.make_optimizer(exp.config)  # one optimiser object: replicas share the tree metadata
-    init = ts.params_initializer(exp.model, example)  # compiled once for every seed
+    init = ts.params_initializer(exp.model, example)
+
+    @jax.jit  # compiled once for every seed (the optimiser's init op by op took ~1 s per seed)
+    def create(init_rng, teacher_tree):
+        teacher = None if teachers is None else dataclasses.replace(teachers[0], tree=teacher_tree)
+        return ts.create_state(exp.model, exp.config, example, init_rng, tx=tx, init=init,
+                               teacher=teacher)
+
     states, keys = [], []
     for k, seed in enumerate(seeds):
         init_rng, train_rng = experiment.init_rngs(seed)
-        states.append(ts.create_state(exp.model, exp.config, example, init_rng, tx=tx, init=init,
-                                      teacher=None if teachers is None else teachers[k]))
+        states.append(create(init_rng, None if teachers is None else teachers[k].tree))
         keys.append(train_rng)
     return _stack(states), jnp.stack(keys)
 
