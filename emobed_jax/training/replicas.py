@@ -119,9 +119,18 @@ def compile_replica_step(objective, devices, skip_nonfinite: bool = False):
     result split over `devices` (`replica_devices`); returns it and that sharding (for placing
     states, keys and batches)."""
     step = jax.vmap(ts.bind_train_step(objective, skip_nonfinite=skip_nonfinite), in_axes=(0, 0, 0))
-    split = NamedSharding(Mesh(np.asarray(devices), (REPLICA_AXIS,)), P(REPLICA_AXIS))
-    return jax.jit(step, in_shardings=(split, split, split), out_shardings=(split, split),
-                   donate_argnums=(0,)), split
+    mesh = Mesh(np.asarray(devices), (REPLICA_AXIS,))
+    spec = P(REPLICA_AXIS)
+    # shard_map, not jit's automatic partitioning: each device steps its own replicas with no
+    # communication. Partitioned automatically, ops XLA cannot split (top_k in the triplet
+    # mining) gather every replica's rows on every device, and on the CPU that all-gather waits
+    # for all device threads at once: with more devices than cores it can stall past XLA's 40 s
+    # rendezvous timeout and abort the program.
+    # (check_vma off: the step has no collectives to check, and the check would want every scan
+    # carry that starts from a constant marked as varying per device.)
+    local = jax.shard_map(step, mesh=mesh, in_specs=(spec, spec, spec), out_specs=(spec, spec),
+                          check_vma=False)
+    return jax.jit(local, donate_argnums=(0,)), NamedSharding(mesh, spec)
 
 
 @workdir_lock.holds_workdir  # one training run per workdir; a second one stops at once
