@@ -23,6 +23,7 @@ during training the `latest` checkpoint is saved first, and the workdir and the 
 resumable (rerun the same command). Where tcmalloc is installed, the program re-executes itself
 with it preloaded (`emobed_jax.tcmalloc`; EMOBED_TCMALLOC=0 turns this off).
 """
+import os
 import signal
 import sys
 import threading
@@ -45,8 +46,17 @@ _SIGNALS = []  # the signals received (outside training, which checkpoints on th
 INTERRUPTED = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
 
 
+# False while the program imports its libraries: a signal then ends it at once (nothing to clean
+# up yet, and an exception raised inside a library's import can surface as that library's own
+# traceback or ImportError). Set once the imports are done; from then on the signal is raised
+# where the program is, so temporary folders (a dataset being prepared) are removed on the way out.
+_PAST_IMPORTS = []
+
+
 def _on_signal(signum, frame):
     _SIGNALS.append(signum)
+    if not _PAST_IMPORTS:
+        _exit_interrupted()
     # Raised where the program is; but a signal landing in a callback Python cannot raise from
     # (e.g. JAX's garbage-collection hook) is swallowed there, so a watchdog ends the program
     # a few seconds later if the exception did not.
@@ -57,6 +67,22 @@ def _on_signal(signum, frame):
 def _exit_soon(seconds: float = 2.0) -> None:
     time.sleep(seconds)
     _exit_interrupted()
+
+
+def _exit_interrupted() -> None:
+    """One line, then exit at once with 128 + the signal number (130 / 143); callable at any
+    point of start-up (the flags may not exist yet)."""
+    signum = _SIGNALS[0] if _SIGNALS else signal.SIGINT
+    code, what = 128 + signum, INTERRUPTED[signum]
+    absl_flags = sys.modules.get("absl.flags")
+    parsed = "_WORKDIR" in globals() and absl_flags is not None and absl_flags.FLAGS.is_parsed()
+    workdir = _WORKDIR.value if parsed else None
+    where = f"; {workdir} is resumable: rerun the same command" if workdir else ""
+    bars = getattr(sys.modules.get("tqdm"), "tqdm", None)
+    fresh_line = "\n" if getattr(bars, "_instances", None) else ""  # not glued to a progress bar
+    sys.stderr.write(f"{fresh_line}{what}: stopped{where}\n")
+    sys.stderr.flush()
+    os._exit(code)  # at once: no library's exit handler may wait on a thread now
 
 
 def _quiet_unraisable(unraisable, default=sys.unraisablehook):
@@ -72,7 +98,6 @@ signal.signal(signal.SIGINT, _on_signal)
 sys.unraisablehook = _quiet_unraisable
 
 import importlib.util  # noqa: E402
-import os  # noqa: E402
 import re  # noqa: E402
 
 from absl import app, flags  # noqa: E402
@@ -118,19 +143,6 @@ def main(argv):
         failfast.fail(f"{type(e).__name__}: {e}")  # sys.exit(1); several processes: all stop now
 
 
-def _exit_interrupted() -> None:
-    """One line, then exit at once with 128 + the signal number (130 / 143)."""
-    signum = _SIGNALS[0] if _SIGNALS else signal.SIGINT
-    code, what = 128 + signum, INTERRUPTED[signum]
-    workdir = _WORKDIR.value if flags.FLAGS.is_parsed() else None
-    where = f"; {workdir} is resumable: rerun the same command" if workdir else ""
-    bars = getattr(sys.modules.get("tqdm"), "tqdm", None)
-    fresh_line = "\n" if getattr(bars, "_instances", None) else ""  # not glued to a progress bar
-    sys.stderr.write(f"{fresh_line}{what}: stopped{where}\n")
-    sys.stderr.flush()
-    os._exit(code)  # at once: no library's exit handler may wait on a thread now
-
-
 def _run():
     from emobed_jax import console
 
@@ -154,6 +166,7 @@ def _run():
 
     from emobed_jax.training import preemption
 
+    _PAST_IMPORTS.append(True)  # signals are raised from here on (see _on_signal)
     console.setup(main_process=jax.process_index() == 0)
     if _MODE.value == "train" and config is None:
         raise ValueError("--config is required for --mode=train (e.g. --config=configs/synthetic.py)")
