@@ -93,8 +93,8 @@ def _quiet_unraisable(unraisable, default=sys.unraisablehook):
 
 # First thing: a signal during start-up must end with one line, not a traceback. Also where the
 # parent shell started us with SIGINT ignored (a background job).
-signal.signal(signal.SIGTERM, _on_signal)
 signal.signal(signal.SIGINT, _on_signal)
+signal.signal(signal.SIGTERM, _on_signal)  # last: once SIGTERM is caught, both are (tests rely on it)
 sys.unraisablehook = _quiet_unraisable
 
 import importlib.util  # noqa: E402

@@ -20,17 +20,31 @@ def _start(args, env=None):
                             cwd=ROOT, env={**os.environ, **(env or {})})
 
 
+def _wait_until_handled(pid: int, timeout: float = 60.0) -> None:
+    """Until main.py's signal handlers are installed: it installs SIGTERM's last, and Python
+    itself catches only SIGINT, so the SIGTERM bit of /proc/PID/status's SigCgt says so."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/status") as f:
+            caught = next(int(x.split()[1], 16) for x in f if x.startswith("SigCgt:"))
+        if caught >> (signal.SIGTERM - 1) & 1:
+            return
+        time.sleep(0.002)
+    raise AssertionError("main.py installed no SIGTERM handler")
+
+
 @pytest.mark.parametrize("signum,code,line,delay", [
     (signal.SIGINT, 130, "interrupted (Ctrl-C): stopped", 1.0),
     (signal.SIGTERM, 143, "terminated (SIGTERM): stopped", 1.0),
-    # Earlier: inside the imports of absl / numpy / JAX (a signal there once printed the
-    # interrupted library's traceback, or escaped the handler before the flags existed).
-    (signal.SIGINT, 130, "interrupted (Ctrl-C): stopped", 0.1),
-    (signal.SIGTERM, 143, "terminated (SIGTERM): stopped", 0.4)])
+    # At once: inside the imports of absl / numpy / JAX (a signal there printed the interrupted
+    # library's traceback, or escaped the handler before the flags existed).
+    (signal.SIGINT, 130, "interrupted (Ctrl-C): stopped", 0.0),
+    (signal.SIGTERM, 143, "terminated (SIGTERM): stopped", 0.0)])
 def test_a_signal_at_start_up_gives_one_line(tmp_path, signum, code, line, delay):
     workdir = str(tmp_path / "run")
     # Without the tcmalloc re-execution: its new process has no handler for its first ~0.1 s.
     proc = _start(tiny_flags(str(tmp_path / "data"), workdir), env={"EMOBED_TCMALLOC": "0"})
+    _wait_until_handled(proc.pid)
     time.sleep(delay)  # importing, parsing flags, initialising JAX
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
