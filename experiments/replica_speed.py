@@ -76,8 +76,6 @@ def _child(shape: str, num_seeds: int, steps: int, batch: int, length: int) -> d
     import jax
 
     jax.config.update("jax_num_cpu_devices", num_seeds)
-    import numpy as np
-
     import benchmark
     from emobed_jax.data import loading
     from emobed_jax.training import experiment, replicas, state as ts
@@ -105,8 +103,7 @@ def _child(shape: str, num_seeds: int, steps: int, batch: int, length: int) -> d
         jax.block_until_ready(metrics)
         return 1000 * (time.perf_counter() - start) / steps
 
-    stack = lambda trees: jax.tree_util.tree_map(lambda *xs: np.stack(xs), *trees)  # noqa: E731
-    stacked = stack(states)  # a host copy: the single-seed timing donates states[0]
+    stacked = replicas._stack(states)  # a host copy: the single-seed timing donates states[0]
     one_device = jax.devices()[0]
     single = jax.jit(ts.bind_train_step(obj), donate_argnums=(0,))
     one = timed(single, jax.device_put(states[0], one_device),
@@ -114,7 +111,7 @@ def _child(shape: str, num_seeds: int, steps: int, batch: int, length: int) -> d
     step_fn, split = replicas.compile_replica_step(
         obj, replicas.replica_devices(num_seeds, jax.devices()))
     many = timed(step_fn, jax.device_put(stacked, split),
-                 jax.device_put(stack([example] * num_seeds), split),
+                 jax.device_put(replicas._stack([example] * num_seeds), split),
                  jax.device_put(jax.numpy.stack(keys), split))
     return {"shape": shape, "one_seed_ms": one, "replicas_ms": many,
             "replicas_ms_per_seed": many / num_seeds, "step_speedup": one * num_seeds / many}

@@ -12,10 +12,6 @@ from conftest import run_steps
 from emobed_jax.training import experiment, replicas
 
 
-def exp_streams(exp, seeds):
-    return [exp.train_stream(0, s)[0] for s in seeds]
-
-
 def _separate_run(config, seed, steps):
     config.seed = seed
     return run_steps(config, jax.devices()[:1], steps)[0].params
@@ -33,15 +29,15 @@ def test_replica_k_equals_a_separate_run_with_seed_k(tiny_config, num_devices):
     step_fn, split = replicas.compile_replica_step(exp.objective, devices)
     states, keys = jax.device_put(states, split), jax.device_put(keys, split)
     streams = [exp.train_stream(0, s)[0] for s in seeds]
+    batches = [jax.device_put(replicas._stack([next(s) for s in streams]), split)
+               for _ in range(steps)]
     # No communication between devices: an all-gather (jit's automatic partitioning of the
     # mining's top_k) made every device thread wait for all the others, and aborted on the CPU.
-    hlo = step_fn.lower(states, jax.device_put(replicas._stack([next(s) for s in exp_streams(exp, seeds)]),
-                                               split), keys).compile().as_text()
+    hlo = step_fn.lower(states, batches[0], keys).compile().as_text()
     for collective in ("all-gather", "all-reduce", "collective-permute", "all-to-all"):
         assert collective not in hlo
-    for _ in range(steps):
-        batch = replicas._stack([next(s) for s in streams])
-        states, metrics = step_fn(states, jax.device_put(batch, split), keys)
+    for batch in batches:
+        states, metrics = step_fn(states, batch, keys)
     assert metrics["loss"].shape == (2,)
     # Each device holds its own replica: the parameters are split, not copied.
     leaf = jax.tree_util.tree_leaves(states.params)[0]
